@@ -1,0 +1,419 @@
+"""Readers that stream candidates in chunks, and atomic writers.
+
+Every reader yields :class:`Chunk` objects: up to ``chunk_size`` rows as plain dicts,
+each with a human-readable location (``file.jsonl:17``) for error messages, plus the
+rows that could not be read at all (malformed JSON, non-UTF-8 bytes, non-objects).
+Peak memory is bounded by the chunk size, not by the file size.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import InputError, OutputError, UsageError
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+HF_PREFIX = "hf://datasets/"
+
+
+@dataclass
+class BadRow:
+    location: str
+    reason: str
+    raw: Any  # the record, or the undecodable line as text
+
+
+@dataclass
+class Chunk:
+    index: int
+    records: list[dict[str, Any]]
+    locations: list[str]
+    bad: list[BadRow] = field(default_factory=list)
+
+    @property
+    def n_read(self) -> int:
+        return len(self.records) + len(self.bad)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input: a file, ``-`` (stdin), or a Hugging Face dataset (``hf://datasets/NAME``)."""
+
+    kind: str  # "jsonl", "parquet", "stdin", "hf", "hf-disk"
+    path: str
+    split: str = "train"
+    config: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "<stdin>" if self.kind == "stdin" else self.path
+
+
+def input_kind(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    raise InputError(
+        f"{path}: unknown input format (expected .jsonl, .json, .ndjson or .parquet, "
+        "'-' for JSON Lines on stdin, or hf://datasets/NAME)"
+    )
+
+
+def resolve_inputs(
+    paths: Iterable[str], *, dataset: str | None = None, split: str = "train"
+) -> list[InputSpec]:
+    """Expand globs and directories into concrete inputs, in a stable sorted order."""
+    specs: list[InputSpec] = []
+    if dataset:
+        specs.append(InputSpec("hf", dataset, split))
+    for raw in paths:
+        if raw == "-":
+            specs.append(InputSpec("stdin", "-"))
+        elif raw.startswith(HF_PREFIX):
+            name = raw[len(HF_PREFIX) :].strip("/")
+            if not name:
+                raise UsageError(f"{raw}: missing dataset name after {HF_PREFIX}")
+            specs.append(InputSpec("hf", name, split))
+        elif any(ch in raw for ch in "*?["):
+            matches = sorted(glob.glob(raw, recursive=True))
+            matches = [m for m in matches if os.path.isfile(m)]
+            if not matches:
+                raise InputError(f"{raw}: no files match this pattern")
+            specs.extend(InputSpec(input_kind(m), m) for m in matches)
+        elif os.path.isdir(raw):
+            if _is_saved_dataset(raw):
+                specs.append(InputSpec("hf-disk", raw, split))
+                continue
+            found = sorted(
+                str(p)
+                for p in Path(raw).rglob("*")
+                if p.is_file() and p.name.lower().endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES)
+            )
+            if not found:
+                raise InputError(f"{raw}: directory holds no .parquet or .jsonl files")
+            specs.extend(InputSpec(input_kind(m), m) for m in found)
+        else:
+            kind = input_kind(raw)
+            if not os.path.exists(raw):
+                raise InputError(f"{raw}: no such file")
+            if not os.access(raw, os.R_OK):
+                raise InputError(f"{raw}: permission denied")
+            specs.append(InputSpec(kind, raw))
+    if not specs:
+        raise UsageError("no input given")
+    if sum(s.kind == "stdin" for s in specs) > 1:
+        raise UsageError("'-' (stdin) can be given only once")
+    return specs
+
+
+def _is_saved_dataset(path: str) -> bool:
+    p = Path(path)
+    return (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()
+
+
+# ---------------------------------------------------------------- reading
+
+
+def iter_chunks(specs: list[InputSpec], chunk_size: int, stdin: IO[bytes] | None = None) -> Iterator[Chunk]:
+    """Yield chunks across all inputs; chunk boundaries depend only on the data and size."""
+    index = 0
+    for spec in specs:
+        if spec.kind == "jsonl":
+            it = _jsonl_file_chunks(spec.path, chunk_size)
+        elif spec.kind == "stdin":
+            it = _jsonl_chunks(stdin if stdin is not None else sys.stdin.buffer, "<stdin>", chunk_size)
+        elif spec.kind == "parquet":
+            it = _parquet_chunks(spec.path, chunk_size)
+        else:
+            it = _hf_chunks(spec, chunk_size)
+        for records, locations, bad in it:
+            yield Chunk(index, records, locations, bad)
+            index += 1
+
+
+def _jsonl_file_chunks(path: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, generator scope
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    with fh:
+        yield from _jsonl_chunks(fh, path, chunk_size)
+
+
+def _jsonl_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
+    first = _peek_first_char(fh)
+    if first is None:
+        raise InputError(f"{name}: input is empty (no JSON lines)")
+    if first == b"[":
+        yield from _json_array_chunks(fh, name, chunk_size)
+        return
+    records: list[dict] = []
+    locations: list[str] = []
+    bad: list[BadRow] = []
+    n = 0
+    for lineno, raw in enumerate(fh, start=1):
+        if not raw.strip():
+            continue
+        loc = f"{name}:{lineno}"
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad.append(BadRow(loc, f"not valid UTF-8 (byte {exc.start})", raw.decode("utf-8", "replace")))
+        else:
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                bad.append(BadRow(loc, f"malformed JSON ({exc.msg} at column {exc.colno})", text.rstrip("\r\n")))
+            else:
+                if isinstance(obj, dict):
+                    records.append(obj)
+                    locations.append(loc)
+                else:
+                    kind = type(obj).__name__ if obj is not None else "null"
+                    bad.append(BadRow(loc, f"expected a JSON object, got {_json_type(kind)}", obj))
+        n += 1
+        if n >= chunk_size:
+            yield records, locations, bad
+            records, locations, bad, n = [], [], [], 0
+    if n:
+        yield records, locations, bad
+
+
+def _json_type(pytype: str) -> str:
+    return {"list": "an array", "str": "a string", "int": "a number", "float": "a number",
+            "bool": "a boolean", "null": "null"}.get(pytype, pytype)
+
+
+def _peek_first_char(fh: IO[bytes]) -> bytes | None:
+    """Return the first non-whitespace byte without consuming the stream's lines."""
+    peek = getattr(fh, "peek", None)
+    if peek is not None:
+        while True:
+            buf = peek(4096)
+            if not buf:
+                return None
+            stripped = buf.lstrip()
+            if stripped:
+                return stripped[:1]
+            fh.read(len(buf))  # whole buffer was whitespace: drop it and look further
+    pos = fh.tell()
+    chunk = fh.read(4096)
+    fh.seek(pos)
+    stripped = chunk.lstrip()
+    return stripped[:1] if stripped else None
+
+
+def _json_array_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
+    # A .json file holding one array: must be loaded whole, then chunked.
+    try:
+        data = json.loads(fh.read().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}: not valid UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{name}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    if not data:
+        raise InputError(f"{name}: input is empty (the JSON array has no items)")
+    for start in range(0, len(data), chunk_size):
+        records, locations, bad = [], [], []
+        for i, obj in enumerate(data[start : start + chunk_size], start=start):
+            loc = f"{name}[{i}]"
+            if isinstance(obj, dict):
+                records.append(obj)
+                locations.append(loc)
+            else:
+                bad.append(BadRow(loc, "expected a JSON object", obj))
+        yield records, locations, bad
+
+
+def _parquet_chunks(path: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    if pf.metadata.num_rows == 0:
+        raise InputError(f"{path}: input is empty (0 rows)")
+    row = 0
+    for batch in pf.iter_batches(batch_size=chunk_size):
+        records = batch.to_pylist()
+        locations = [f"{path} row {row + i}" for i in range(len(records))]
+        row += len(records)
+        yield records, locations, []
+
+
+def _hf_chunks(spec: InputSpec, chunk_size: int) -> Iterator[tuple[list, list, list]]:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise InputError("reading Hugging Face datasets needs the 'datasets' package") from None
+    name = spec.path
+    try:
+        if spec.kind == "hf-disk":
+            ds = datasets.load_from_disk(name)
+            if isinstance(ds, datasets.DatasetDict):
+                if spec.split not in ds:
+                    raise InputError(f"{name}: no split {spec.split!r} (have: {', '.join(ds)})")
+                ds = ds[spec.split]
+        else:
+            ds = datasets.load_dataset(name, spec.config, split=spec.split)
+    except InputError:
+        raise
+    except Exception as exc:
+        hint = ""
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            hint = " (HF_HUB_OFFLINE=1: only datasets already in the local cache can be read)"
+        raise InputError(f"dataset {name}: cannot load split {spec.split!r}: {_first_line(exc)}{hint}") from None
+    if len(ds) == 0:
+        raise InputError(f"dataset {name}: split {spec.split!r} is empty")
+    row = 0
+    for batch in ds.with_format("arrow").iter(batch_size=chunk_size):
+        records = batch.to_pylist()
+        locations = [f"{name}[{spec.split}] row {row + i}" for i in range(len(records))]
+        row += len(records)
+        yield records, locations, []
+
+
+def count_rows(specs: list[InputSpec]) -> int | None:
+    """Total rows when cheap to know (Parquet metadata, line counts); None for streams."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for spec in specs:
+        if spec.kind == "parquet":
+            try:
+                total += pq.ParquetFile(spec.path).metadata.num_rows
+            except Exception:
+                return None
+        elif spec.kind == "jsonl":
+            with open(spec.path, "rb") as fh:
+                first = _peek_first_char(fh)
+                if first == b"[":
+                    return None
+                fh.seek(0)
+                n = 0
+                for line in fh:
+                    if line.strip():
+                        n += 1
+                total += n
+        else:
+            return None
+    return total
+
+
+def fingerprint_inputs(specs: list[InputSpec]) -> str:
+    """A digest that changes when any input file changes (size, mtime, head and tail bytes)."""
+    h = hashlib.sha256()
+    for spec in specs:
+        h.update(f"{spec.kind}\0{spec.path}\0{spec.split}\0".encode())
+        if spec.kind in ("jsonl", "parquet") and os.path.isfile(spec.path):
+            st = os.stat(spec.path)
+            h.update(f"{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            with open(spec.path, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                if st.st_size > 2 << 20:
+                    fh.seek(-(1 << 20), os.SEEK_END)
+                    h.update(fh.read())
+    return h.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def output_format(path: str) -> str:
+    if path == "-":
+        return "jsonl"
+    lower = path.lower()
+    if lower.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    raise UsageError(f"{path}: unknown output format (use .parquet, .jsonl, or '-' for stdout)")
+
+
+def check_output_path(output: str, specs: list[InputSpec]) -> None:
+    """Fail before any work when the output cannot be written or would clobber an input."""
+    if output == "-":
+        return
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise OutputError(f"{output}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{output}: directory {parent} is not writable")
+    if os.path.isdir(output):
+        raise OutputError(f"{output}: is a directory")
+    out_real = os.path.realpath(output)
+    for spec in specs:
+        if spec.kind in ("jsonl", "parquet") and os.path.realpath(spec.path) == out_real:
+            raise UsageError(f"{output}: output path is the same as an input")
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def dumps_row(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, default=json_default)
+
+
+def write_jsonl_rows(fh: IO[str], rows: Iterable[dict[str, Any]]) -> None:
+    for row in rows:
+        fh.write(dumps_row(row))
+        fh.write("\n")
+
+
+def atomic_path(path: str) -> tuple[int, str]:
+    """A temp file in the destination's directory, so the final rename is atomic."""
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    return tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+
+
+def write_table_atomic(table: Any, path: str, metadata: dict[str, str] | None = None) -> None:
+    """Write a Parquet or JSONL file at ``path`` so it appears complete or not at all."""
+    import pyarrow.parquet as pq
+
+    fd, tmp = atomic_path(path)
+    try:
+        if output_format(path) == "parquet":
+            os.close(fd)
+            if metadata:
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+            pq.write_table(table, tmp)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                write_jsonl_rows(fh, table.to_pylist())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+
+
+class _suppress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return True

@@ -1,0 +1,328 @@
+"""Load a one-label reward model, render conversations, and run forward passes.
+
+The score is what the model card computes: the conversation
+``[user: question, assistant: code]`` rendered with the tokenizer's own chat template,
+tokenized with the tokenizer's defaults, and the single logit at the last real token.
+Batches are right-padded: with a causal model the last real token never attends to a
+pad position, so no attention mask is needed for an exact score (tested).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ModelError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_MODEL = "LARK-Lab/CodeScaler-1.7B"
+DEFAULT_MAX_LENGTH = 4096
+DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def default_model() -> str:
+    return os.environ.get("CODESCALER_MODEL") or DEFAULT_MODEL
+
+
+def resolve_device(spec: str) -> torch.device:
+    import torch
+
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ModelError("--device mps requested but MPS is not available on this machine")
+        return torch.device("mps")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ModelError(
+                f"--device {spec} requested but CUDA is not available "
+                "(no GPU, or a CPU-only torch build); use --device cpu"
+            )
+        dev = torch.device(spec)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return dev
+    raise UsageError(f"--device {spec!r}: expected {DEVICES_HELP}")
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    import torch
+
+    spec = (spec or "auto").lower()
+    if spec == "auto":
+        # bf16 on CUDA as the weights ship; fp32 on CPU, where bf16 is ~8x slower.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if spec not in table:
+        raise UsageError(f"--dtype {spec!r}: expected one of {', '.join(DTYPES)}")
+    return table[spec]
+
+
+def default_token_budget(device: torch.device) -> int:
+    """Padded tokens per forward pass: small on CPU (cache-friendly), large on GPUs."""
+    if device.type == "cuda":
+        import torch
+
+        total = torch.cuda.get_device_properties(device).total_memory
+        # ~64k tokens on a 80 GB card for a 1.7B model; scales with memory.
+        return int(max(8192, min(131072, total / (80 * 2**30) * 65536)))
+    return 8192
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = False
+    attn_implementation: str | None = None  # None: flash_attention_2 when usable, else sdpa
+
+
+class RewardModel:
+    """A loaded reward model with the exact scoring path and counters for audits."""
+
+    def __init__(self, tokenizer: Any, model: Any, *, name: str, revision: str | None) -> None:
+        import torch
+
+        self.tokenizer = tokenizer
+        self.model = model
+        self.name = name
+        self.revision = revision
+        self.commit = getattr(model.config, "_commit_hash", None)
+        self.device: torch.device = next(model.parameters()).device
+        self.dtype: torch.dtype = next(model.parameters()).dtype
+        self.pad_id: int = int(model.config.pad_token_id)
+        self.forward_calls = 0
+        self.forward_tokens = 0
+        self._base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+        self._head = getattr(model, "score", None)
+        params = inspect.signature(self._base.forward).parameters if self._base is not None else {}
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    # ------------------------------------------------------------ text -> ids
+
+    def render(self, question: str, code: str) -> str:
+        conv = [{"role": "user", "content": question}, {"role": "assistant", "content": code}]
+        return self.tokenizer.apply_chat_template(conv, tokenize=False)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        # Same call as the model card (tokenizer defaults), minus truncation: over-long
+        # inputs are shortened on purpose by the caller, never cut from the right.
+        return self.tokenizer(texts)["input_ids"]
+
+    # ------------------------------------------------------------ forward passes
+
+    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+        import torch
+
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        width = int(lengths.max())
+        arr = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
+        for i, s in enumerate(seqs):
+            arr[i, : len(s)] = s
+        ids = torch.from_numpy(arr)
+        lens = torch.from_numpy(lengths)
+        if self.device.type == "cuda":
+            ids = ids.pin_memory().to(self.device, non_blocking=True)
+            lens = lens.pin_memory().to(self.device, non_blocking=True)
+        else:
+            ids, lens = ids.to(self.device), lens.to(self.device)
+        return ids, lens
+
+    def score_ids(self, seqs: list[list[int]], *, attention_mask: bool = False) -> list[float]:
+        """Score right-padded sequences; the logit is read at each sequence's last token."""
+        import torch
+
+        ids, lens = self._pad(seqs)
+        self.forward_calls += 1
+        self.forward_tokens += int(ids.numel())
+        with torch.inference_mode():
+            mask = None
+            if attention_mask:
+                mask = (torch.arange(ids.shape[1], device=ids.device)[None, :] < lens[:, None]).long()
+            if self._base is None or self._head is None:
+                out = self.model(input_ids=ids, attention_mask=mask)
+                return out.logits[:, 0].float().cpu().tolist()
+            hidden = self._base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            last = hidden[torch.arange(ids.shape[0], device=ids.device), lens - 1]
+            return self._head(last)[:, 0].float().cpu().tolist()
+
+    def prefix_cache(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Key/value states of a shared prefix, computed once per problem."""
+        import torch
+
+        ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+        self.forward_calls += 1
+        self.forward_tokens += len(prefix)
+        with torch.inference_mode():
+            out = self._base(input_ids=ids, use_cache=True)
+            cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def score_with_prefix(
+        self, kv: list[tuple[torch.Tensor, torch.Tensor]], prefix_len: int, suffixes: list[list[int]]
+    ) -> list[float]:
+        """Score ``prefix + suffix`` for each suffix, reusing the prefix's key/value states.
+
+        Exact for causal models: the prefix's states do not depend on what follows, and a
+        right-padded suffix's last real token sees only the prefix and real suffix tokens.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        ids, lens = self._pad(suffixes)
+        b = ids.shape[0]
+        self.forward_calls += 1
+        self.forward_tokens += int(ids.numel())
+        with torch.inference_mode():
+            cache = DynamicCache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv])
+            pos = torch.arange(prefix_len, prefix_len + ids.shape[1], device=ids.device)[None, :]
+            out = self._base(
+                input_ids=ids, position_ids=pos.expand(b, -1), use_cache=True, **{self._cache_kw: cache}
+            )
+            last = out.last_hidden_state[torch.arange(b, device=ids.device), lens - 1]
+            return self._head(last)[:, 0].float().cpu().tolist()
+
+    @property
+    def supports_prefix_reuse(self) -> bool:
+        return self._base is not None and self._head is not None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _flash_attn_available() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _friendly_load_error(name: str, exc: BaseException) -> ModelError:
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+    local = os.path.isdir(name)
+    if local:
+        return ModelError(f"cannot load model from directory {name}: {text}")
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    where = (
+        "HF_HUB_OFFLINE=1 and it is not in the local cache"
+        if offline
+        else "not found on the Hugging Face Hub or no network"
+    )
+    return ModelError(
+        f"cannot load model {name!r} ({where}: {text}); download it where the Hub is reachable "
+        "(e.g. `hf download LARK-Lab/CodeScaler-1.7B --local-dir DIR`) and pass --model DIR"
+    )
+
+
+def _check_weights_format(name: str, allow_pickle: bool) -> None:
+    """Refuse pickle-only checkpoints unless asked: unpickling can run arbitrary code."""
+    if allow_pickle or not os.path.isdir(name):
+        return
+    files = {p.name for p in Path(name).iterdir()}
+    has_safe = any(f.endswith(".safetensors") or f == "model.safetensors.index.json" for f in files)
+    has_pickle = any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in files)
+    if has_pickle and not has_safe:
+        raise ModelError(
+            f"{name}: only pickle weights (e.g. pytorch_model.bin) found; they can run code when "
+            "loaded. Convert them to safetensors, or pass --allow-pickle-weights if you trust them"
+        )
+
+
+def load_reward_model(options: ModelOptions) -> RewardModel:
+    """Load tokenizer + one-label sequence-classification model, with every check up front."""
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    transformers.logging.set_verbosity_error()
+    name = options.model
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
+    _check_weights_format(name, options.allow_pickle_weights)
+    common = {"revision": options.revision, "trust_remote_code": options.trust_remote_code}
+    try:
+        config = AutoConfig.from_pretrained(name, **common)
+    except Exception as exc:
+        raise _friendly_load_error(name, exc) from None
+    archs = list(getattr(config, "architectures", None) or [])
+    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ModelError(
+            f"{name} is not a reward model: architecture {', '.join(archs)} has no trained "
+            "score head (expected *ForSequenceClassification)"
+        )
+    if getattr(config, "num_labels", 1) != 1:
+        raise ModelError(
+            f"{name} has num_labels={config.num_labels}; a reward model must have exactly one label"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **common)
+    except Exception as exc:
+        raise _friendly_load_error(name, exc) from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelError(
+            f"{name}: the tokenizer has no chat template; scores are defined on the model's own "
+            "chat template, so a model without one cannot be used"
+        )
+    tok_pad = tokenizer.pad_token_id
+    cfg_pad = getattr(config, "pad_token_id", None)
+    if cfg_pad is None and tok_pad is None:
+        raise ModelError(f"{name}: neither the config nor the tokenizer defines a pad token")
+    if cfg_pad is not None and tok_pad is not None and int(cfg_pad) != int(tok_pad):
+        raise ModelError(
+            f"{name}: config.pad_token_id={cfg_pad} but the tokenizer's pad id is {tok_pad}; "
+            "the model would pool a padding position. Fix the model's config"
+        )
+    pad = int(cfg_pad if cfg_pad is not None else tok_pad)
+    attn = options.attn_implementation
+    if attn is None:
+        usable = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+        attn = "flash_attention_2" if usable and _flash_attn_available() else "sdpa"
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            name,
+            config=config,
+            dtype=dtype,
+            attn_implementation=attn,
+            use_safetensors=None if options.allow_pickle_weights else True,
+            output_loading_info=True,
+            **common,
+        )
+    except Exception as exc:
+        raise _friendly_load_error(name, exc) from None
+    missing = [k for k in info.get("missing_keys", []) if "score" in k]
+    if missing:
+        raise ModelError(f"{name}: checkpoint has no score head ({', '.join(missing)}); not a reward model")
+    model.config.pad_token_id = pad
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token_id = pad
+    model.to(device)
+    model.eval()
+    return RewardModel(tokenizer, model, name=name, revision=options.revision)

@@ -1,0 +1,203 @@
+"""The local engine: stream chunks through the pipeline into a resumable output."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from .checkpoint import PartialRun, PartInfo
+from .errors import InputError, UsageError
+from .io import (
+    InputSpec,
+    check_output_path,
+    count_rows,
+    dumps_row,
+    fingerprint_inputs,
+    iter_chunks,
+    output_format,
+)
+from .model import ModelOptions, RewardModel
+from .pipeline import (
+    Fields,
+    PipelineOptions,
+    Progress,
+    RunSummary,
+    default_rejected_path,
+    first_fields,
+    process_chunk,
+    provenance,
+    summarize_chunk,
+)
+from .scoring import Scorer, ScoringOptions
+
+DEFAULT_CHUNK_SIZE = 50_000
+
+
+@dataclass
+class RunConfig:
+    output: str
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    resume: str = "auto"  # auto | never
+    on_bad_row: str = "error"  # error | skip
+    rejected_path: str | None = None
+
+
+def _check_config(cfg: RunConfig) -> None:
+    if cfg.chunk_size < 1:
+        raise UsageError("--chunk-size must be >= 1")
+    if cfg.resume not in ("auto", "never"):
+        raise UsageError("--resume must be 'auto' or 'never'")
+    if cfg.on_bad_row not in ("error", "skip"):
+        raise UsageError("--on-bad-row must be 'error' or 'skip'")
+    from .extract import EXTRACT_MODES
+    from .shaping import SHAPINGS
+
+    if cfg.pipeline.extract_mode not in EXTRACT_MODES:
+        raise UsageError(f"--extract must be one of {', '.join(EXTRACT_MODES)}")
+    if cfg.pipeline.shaping not in SHAPINGS:
+        raise UsageError(f"--shaping must be one of {', '.join(SHAPINGS)}")
+    if cfg.pipeline.max_length < 8:
+        raise UsageError("--max-length must be at least 8")
+    output_format(cfg.output)
+
+
+def _model_fingerprint(opts: ModelOptions) -> dict[str, Any]:
+    from .model import dtype_name, resolve_device, resolve_dtype
+
+    device = resolve_device(opts.device)
+    return {
+        "model": os.path.abspath(opts.model) if os.path.isdir(opts.model) else opts.model,
+        "revision": opts.revision,
+        "dtype": dtype_name(resolve_dtype(opts.dtype, device)),
+        "device_type": device.type,
+    }
+
+
+def run_job(
+    specs: list[InputSpec],
+    cfg: RunConfig,
+    *,
+    progress: Progress | None = None,
+    reward_model: RewardModel | None = None,
+    stdin: IO[bytes] | None = None,
+    stdout: IO[str] | None = None,
+) -> RunSummary:
+    """Run extraction (and scoring when ``cfg.pipeline.score``) over ``specs``."""
+    _check_config(cfg)
+    check_output_path(cfg.output, specs)
+    progress = progress or Progress()
+    started = time.perf_counter()
+    summary = RunSummary(output=cfg.output)
+    rejected_path = cfg.rejected_path or default_rejected_path(cfg.output, specs)
+    scoring = cfg.pipeline.score
+    state: dict[str, Any] = {"rm": reward_model, "scorer": None}
+
+    def scorer() -> Scorer | None:
+        if not scoring:
+            return None
+        if state["scorer"] is None:
+            if state["rm"] is None:
+                from .model import load_reward_model
+
+                progress.message(f"loading model {cfg.model.model}")
+                state["rm"] = load_reward_model(cfg.model)
+            opts = ScoringOptions(**{**vars(cfg.scoring), "max_length": cfg.pipeline.max_length})
+            state["scorer"] = Scorer(state["rm"], opts)
+        return state["scorer"]
+
+    to_stdout = cfg.output == "-"
+    partial: PartialRun | None = None
+    if not to_stdout:
+        fp = {
+            "inputs": fingerprint_inputs(specs),
+            "pipeline": cfg.pipeline.fingerprint(),
+            "chunk_size": cfg.chunk_size,
+            "on_bad_row": cfg.on_bad_row,
+        }
+        if scoring:
+            fp["model"] = _model_fingerprint(cfg.model)
+        partial = PartialRun(cfg.output, fp)
+    # stdin cannot be fingerprinted, so a run reading it never resumes.
+    resume = "never" if any(s.kind == "stdin" for s in specs) else cfg.resume
+
+    fields: Fields | None = None
+    rejected_fh = None
+    rejected_tmp = None
+    progress.start(count_rows(specs))
+    try:
+        if partial is not None:
+            msg = partial.open(resume)
+            if msg:
+                progress.message(msg)
+        out = stdout if stdout is not None else sys.stdout
+        for chunk in iter_chunks(specs, cfg.chunk_size, stdin=stdin):
+            if fields is None:
+                fields = first_fields(chunk, cfg.pipeline, specs[0].name)
+                cfg.pipeline.question_field = fields.question
+                cfg.pipeline.response_field = fields.response
+            if partial is not None and partial.done(chunk.index):
+                info = partial.parts[chunk.index]
+                _add_resumed(summary, partial, chunk.index, info)
+                progress.advance(info.rows_written, 0)
+                continue
+            result = process_chunk(
+                chunk, fields, cfg.pipeline, scorer(), on_bad_row=cfg.on_bad_row, progress=progress
+            )
+            rejected_rows = [{"location": b.location, "reason": b.reason, "row": b.raw} for b in result.bad]
+            summarize_chunk(summary, result, chunk.n_read)
+            if partial is not None:
+                info = PartInfo(chunk.n_read, result.table.num_rows, len(result.bad), result.unique_scored)
+                partial.write_part(chunk.index, result.table, rejected_rows, info)
+            else:
+                for row in result.table.to_pylist():
+                    out.write(dumps_row(row) + "\n")
+                out.flush()
+                if rejected_rows:
+                    if rejected_fh is None:
+                        from .io import atomic_path
+
+                        fd, rejected_tmp = atomic_path(rejected_path)
+                        rejected_fh = os.fdopen(fd, "w", encoding="utf-8")
+                    for row in rejected_rows:
+                        rejected_fh.write(dumps_row(row) + "\n")
+        if fields is None:
+            raise InputError(f"{specs[0].name}: input has no rows")
+        rm = state["rm"]
+        if partial is not None:
+            partial.finalize(provenance(rm, cfg.pipeline), rejected_path)
+        if rejected_fh is not None:
+            rejected_fh.close()
+            rejected_fh = None
+            os.replace(rejected_tmp, rejected_path)
+        if summary.rejected:
+            summary.rejected_path = rejected_path
+        if rm is not None:
+            summary.forward_calls = rm.forward_calls
+    except (InputError, UsageError):
+        # Bad input: a later run needs a changed input, so the partial work is useless.
+        if partial is not None:
+            partial.discard()
+        raise
+    finally:
+        if rejected_fh is not None:
+            rejected_fh.close()
+            if rejected_tmp and os.path.exists(rejected_tmp):
+                os.unlink(rejected_tmp)
+        progress.stop()
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _add_resumed(summary: RunSummary, partial: PartialRun, index: int, info: PartInfo) -> None:
+    from .pipeline import ChunkResult
+
+    result = ChunkResult(partial.read_part(index), [], info.unique_scored)
+    summarize_chunk(summary, result, info.rows_read)
+    summary.rejected += info.rejected
+    summary.chunks_resumed += 1

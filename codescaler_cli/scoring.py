@@ -1,0 +1,273 @@
+"""Score (question, code) pairs: dedup -> render -> fit to length -> plan -> forward.
+
+Every path here (dedup, length sorting, token budgets, shared-prefix reuse, OOM
+backoff) returns the score the model card computes for the candidate alone; the test
+suite checks each against that reference within 1e-5 in fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .batching import plan_batches, split_batch
+from .errors import ModelError
+
+if TYPE_CHECKING:
+    from .model import RewardModel
+
+ProgressFn = Callable[[int, int], None]  # (candidates scored, real tokens scored)
+
+
+@dataclass
+class ScoringOptions:
+    max_length: int = 4096
+    max_tokens_per_batch: int | None = None  # None: the device's default
+    max_batch_size: int | None = None
+    dedup: bool = True
+    prefix_reuse: bool = True
+    min_prefix_tokens: int = 16
+    attention_mask: bool = False  # right padding makes it unnecessary for last-token pooling
+
+
+@dataclass
+class PairScores:
+    """Per-pair results, aligned with the input lists."""
+
+    score: list[float | None]
+    n_tokens: list[int | None]
+    truncated: list[bool]
+    too_long: list[bool]
+    unique_scored: int = 0
+
+
+@dataclass
+class _Encoded:
+    ids: list[int] | None  # None: does not fit even with an empty question
+    truncated: bool
+    full_length: int
+
+
+@dataclass
+class ScoreStats:
+    batches: int = 0
+    oom_retries: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    prefix_groups: int = 0
+    prefix_tokens_saved: int = 0
+    budgets: list[int] = field(default_factory=list)
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+        if n == 0:
+            break
+    return n
+
+
+class Scorer:
+    """Scores pairs with a loaded :class:`RewardModel`; reusable across chunks."""
+
+    def __init__(self, rm: RewardModel, options: ScoringOptions | None = None) -> None:
+        from .model import default_token_budget
+
+        self.rm = rm
+        self.options = options or ScoringOptions()
+        if self.options.max_length < 8:
+            raise ValueError("max_length must be at least 8 tokens")
+        self.budget = self.options.max_tokens_per_batch or default_token_budget(rm.device)
+        self.stats = ScoreStats()
+
+    # ------------------------------------------------------------ encoding
+
+    def _shorten(self, question: str, code: str, full: int) -> _Encoded:
+        """Cut the question's tail until the conversation fits; the code and the template's
+        closing tokens (where the score is read) are never cut."""
+        limit = self.options.max_length
+        tok = self.rm.tokenizer
+        try:
+            enc = tok(question, add_special_tokens=False, return_offsets_mapping=True)
+            offsets = [end for _, end in enc["offset_mapping"]]
+        except (NotImplementedError, TypeError, KeyError):
+            offsets = None
+        n_q = len(offsets) if offsets is not None else len(question)
+        keep = n_q - (full - limit) - 1
+        for _ in range(12):
+            if keep <= 0:
+                text = ""
+            else:
+                text = question[: offsets[keep - 1]] if offsets is not None else question[:keep]
+            ids = self.rm.encode([self.rm.render(text, code)])[0]
+            if len(ids) <= limit:
+                return _Encoded(ids, True, full)
+            if keep <= 0:
+                return _Encoded(None, True, full)
+            over = len(ids) - limit
+            keep -= over if offsets is not None else max(over * 2, 1)
+        return _Encoded(None, True, full)
+
+    def encode_pairs(self, questions: Sequence[str], codes: Sequence[str]) -> list[_Encoded]:
+        texts = [self.rm.render(q, c) for q, c in zip(questions, codes, strict=True)]
+        out: list[_Encoded] = []
+        for q, c, ids in zip(questions, codes, self.rm.encode(texts), strict=True):
+            if len(ids) <= self.options.max_length:
+                out.append(_Encoded(ids, False, len(ids)))
+            else:
+                out.append(self._shorten(q, c, len(ids)))
+        return out
+
+    # ------------------------------------------------------------ scoring
+
+    def score_pairs(
+        self,
+        questions: Sequence[str],
+        codes: Sequence[str],
+        progress: ProgressFn | None = None,
+    ) -> PairScores:
+        """Score each (question, code); pairs with empty code get no score."""
+        n = len(questions)
+        result = PairScores([None] * n, [None] * n, [False] * n, [False] * n)
+        # Dedup: identical (question, code) pairs are scored once and fanned out.
+        slot_of: dict[tuple[str, str], int] = {}
+        uq: list[str] = []
+        uc: list[str] = []
+        owner: list[int] = [-1] * n
+        for i, (q, c) in enumerate(zip(questions, codes, strict=True)):
+            if not c:
+                continue
+            key = (q, c)
+            slot = slot_of.get(key) if self.options.dedup else None
+            if slot is None:
+                slot = len(uq)
+                if self.options.dedup:
+                    slot_of[key] = slot
+                uq.append(q)
+                uc.append(c)
+            owner[i] = slot
+        encoded = self.encode_pairs(uq, uc)
+        scores = self._score_encoded(encoded, uq, progress)
+        for i, slot in enumerate(owner):
+            if slot < 0:
+                continue
+            enc = encoded[slot]
+            result.truncated[i] = enc.truncated
+            if enc.ids is None:
+                result.too_long[i] = True
+                result.n_tokens[i] = enc.full_length
+                continue
+            result.score[i] = scores[slot]
+            result.n_tokens[i] = len(enc.ids)
+        result.unique_scored = sum(e.ids is not None for e in encoded)
+        return result
+
+    def _score_encoded(
+        self, encoded: list[_Encoded], questions: Sequence[str], progress: ProgressFn | None
+    ) -> list[float | None]:
+        scores: list[float | None] = [None] * len(encoded)
+        todo = [i for i, e in enumerate(encoded) if e.ids is not None]
+        rest = todo
+        if self.options.prefix_reuse and self.rm.supports_prefix_reuse:
+            rest = self._score_prefix_groups(encoded, questions, todo, scores, progress)
+        seqs = [encoded[i].ids for i in rest]
+        lengths = [len(s) for s in seqs]
+        for batch in plan_batches(lengths, self.budget, self.options.max_batch_size):
+            part = [seqs[j] for j in batch]
+            for j, s in zip(batch, self._forward(part), strict=True):
+                scores[rest[j]] = s
+            if progress:
+                progress(len(batch), sum(lengths[j] for j in batch))
+        return scores
+
+    def _score_prefix_groups(
+        self,
+        encoded: list[_Encoded],
+        questions: Sequence[str],
+        todo: list[int],
+        scores: list[float | None],
+        progress: ProgressFn | None,
+    ) -> list[int]:
+        """Score best-of-N groups against their shared prompt; return items left over."""
+        groups: dict[str, list[int]] = {}
+        for i in todo:
+            groups.setdefault(questions[i], []).append(i)
+        rest: list[int] = []
+        for members in groups.values():
+            if len(members) < 2:
+                rest.extend(members)
+                continue
+            seqs = [encoded[i].ids for i in members]
+            # Keep at least one token per candidate to read the score from.
+            p = min(common_prefix_len(seqs), min(len(s) for s in seqs) - 1)
+            if p < self.options.min_prefix_tokens:
+                rest.extend(members)
+                continue
+            self.stats.prefix_groups += 1
+            self.stats.prefix_tokens_saved += p * (len(members) - 1)
+            kv = self.rm.prefix_cache(seqs[0][:p])
+            suffixes = [s[p:] for s in seqs]
+            # Budget counts the prefix too: its key/value states are expanded per row.
+            lengths = [len(s) + p for s in suffixes]
+            for batch in plan_batches(lengths, self.budget, self.options.max_batch_size):
+                part = [suffixes[j] for j in batch]
+                for j, s in zip(batch, self._forward(part, kv=kv, prefix_len=p), strict=True):
+                    scores[members[j]] = s
+                if progress:
+                    progress(len(batch), sum(len(seqs[j]) for j in batch))
+            del kv
+        return rest
+
+    def _forward(self, seqs: list[list[int]], kv=None, prefix_len: int = 0) -> list[float]:
+        """One planned batch, halving it on out-of-memory without changing any score."""
+        try:
+            if kv is None:
+                out = self.rm.score_ids(seqs, attention_mask=self.options.attention_mask)
+            else:
+                out = self.rm.score_with_prefix(kv, prefix_len, seqs)
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            self._release_memory()
+            if len(seqs) < 2:
+                raise ModelError(
+                    f"out of memory on a single sequence of {len(seqs[0]) + prefix_len} tokens; "
+                    "lower --max-length or use a device with more memory"
+                ) from None
+            self.stats.oom_retries += 1
+            width = max(len(s) for s in seqs) + prefix_len
+            # Later batches are planned with the smaller budget, so the error does not repeat.
+            self.budget = max(width, min(self.budget, width * len(seqs)) // 2)
+            self.stats.budgets.append(self.budget)
+            left, right = split_batch(list(range(len(seqs))))
+            return self._forward([seqs[i] for i in left], kv, prefix_len) + self._forward(
+                [seqs[i] for i in right], kv, prefix_len
+            )
+        self.stats.batches += 1
+        width = max(len(s) for s in seqs)
+        self.stats.real_tokens += sum(len(s) for s in seqs)
+        self.stats.padded_tokens += width * len(seqs)
+        return out
+
+    def _release_memory(self) -> None:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if self.rm.device.type == "cuda":
+            torch.cuda.empty_cache()
