@@ -263,6 +263,7 @@ def load_reward_model(options: ModelOptions) -> RewardModel:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # our own progress display owns stderr
     name = options.model
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype, device)

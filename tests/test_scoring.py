@@ -1,0 +1,182 @@
+"""Exactness of every scoring path against the model card run on one candidate alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codescaler_cli.errors import ModelError
+from codescaler_cli.scoring import Scorer, ScoringOptions, common_prefix_len
+from codescaler_cli.testing import model_card_scores
+
+TOL = 1e-5
+
+QUESTIONS = [
+    "Write a function add(a, b) that returns a + b.",
+    "Given a list of integers, return the sum of the even ones.\n" * 12,
+    "Implement a stack with push/pop/peek in O(1).",
+]
+
+
+def _code(n_lines: int, tag: int) -> str:
+    body = "\n".join(f"    total += {i} * x  # step {i}" for i in range(n_lines))
+    return f"def f{tag}(x):\n    total = 0\n{body}\n    return total\n"
+
+
+def _pairs() -> list[tuple[str, str]]:
+    pairs = []
+    for k, n in enumerate([0, 1, 3, 8, 20, 45, 100]):
+        q = QUESTIONS[k % len(QUESTIONS)]
+        pairs.append((q, _code(n, k)))
+    # best-of-N group sharing a question, plus an exact duplicate
+    pairs += [(QUESTIONS[1], _code(n, 100 + n)) for n in (2, 5, 9, 30)]
+    pairs.append(pairs[-1])
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def rm(tiny_model_dir):
+    from codescaler_cli.model import ModelOptions, load_reward_model
+
+    return load_reward_model(ModelOptions(model=str(tiny_model_dir), device="cpu", dtype="float32"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    return model_card_scores(str(tiny_model_dir), pairs=_pairs(), batch=False, max_length=4096)
+
+
+def _score(rm, **opts):
+    pairs = _pairs()
+    scorer = Scorer(rm, ScoringOptions(**opts))
+    res = scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])
+    return res, scorer
+
+
+def test_lengths_really_differ(rm):
+    lengths = [len(ids) for ids in rm.encode([rm.render(q, c) for q, c in _pairs()])]
+    assert min(lengths) < 80 and max(lengths) > 1200
+
+
+@pytest.mark.parametrize("budget", [64, 700, 4096, 10**6])
+@pytest.mark.parametrize("prefix_reuse", [False, True])
+def test_matches_single_candidate_reference(rm, reference, budget, prefix_reuse):
+    res, scorer = _score(rm, max_tokens_per_batch=budget, prefix_reuse=prefix_reuse)
+    assert all(s is not None for s in res.score)
+    diff = max(abs(a - b) for a, b in zip(res.score, reference, strict=True))
+    assert diff <= TOL
+    if budget >= 4096:
+        assert scorer.stats.batches < len(reference)  # batching really happened
+    if prefix_reuse:
+        assert scorer.stats.prefix_groups >= 1
+
+
+def test_attention_mask_is_unnecessary_with_right_padding(rm, reference):
+    with_mask, _ = _score(rm, max_tokens_per_batch=10**6, attention_mask=True, prefix_reuse=False)
+    without, _ = _score(rm, max_tokens_per_batch=10**6, attention_mask=False, prefix_reuse=False)
+    for a, b, r in zip(with_mask.score, without.score, reference, strict=True):
+        assert abs(a - b) <= TOL and abs(b - r) <= TOL
+
+
+def test_dedup_scores_once_and_fans_out(rm, reference):
+    res, scorer = _score(rm, dedup=True, prefix_reuse=False)
+    assert res.unique_scored == len(reference) - 1
+    assert res.score[-1] == res.score[-2]
+    nodup, _ = _score(rm, dedup=False, prefix_reuse=False)
+    assert nodup.unique_scored == len(reference)
+    assert abs(nodup.score[-1] - reference[-1]) <= TOL
+
+
+def test_prefix_reuse_saves_tokens(rm):
+    _, scorer = _score(rm, prefix_reuse=True)
+    assert scorer.stats.prefix_tokens_saved > 0
+
+
+def test_empty_code_is_not_scored(rm):
+    scorer = Scorer(rm, ScoringOptions())
+    res = scorer.score_pairs(["q", "q"], ["", "x = 1\n"])
+    assert res.score[0] is None and res.n_tokens[0] is None
+    assert res.score[1] is not None
+
+
+def test_over_long_question_is_shortened_never_the_code(rm, tiny_model_dir):
+    question = "Describe the input format in detail. " * 200
+    code = _code(10, 7)
+    scorer = Scorer(rm, ScoringOptions(max_length=256))
+    res = scorer.score_pairs([question], [code])
+    assert res.truncated == [True] and not res.too_long[0]
+    assert res.n_tokens[0] <= 256
+    # The scored sequence still ends with the whole code and the template's closing tokens.
+    enc = scorer.encode_pairs([question], [code])[0]
+    text = rm.tokenizer.decode(enc.ids)
+    assert text.endswith(code + "<|im_end|>\n")
+    # And the score is the model's score of exactly that shortened conversation.
+    shortened_q = text.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+    assert question.startswith(shortened_q)
+    ref = model_card_scores(str(tiny_model_dir), pairs=[(shortened_q, code)], batch=False)[0]
+    assert abs(res.score[0] - ref) <= TOL
+
+
+def test_code_longer_than_max_length_is_flagged_not_cut(rm):
+    scorer = Scorer(rm, ScoringOptions(max_length=64))
+    res = scorer.score_pairs(["q"], [_code(40, 1)])
+    assert res.too_long == [True] and res.truncated == [True]
+    assert res.score == [None]
+    assert res.n_tokens[0] > 64
+
+
+def _oom_when_wider_than(rm, monkeypatch, limit):
+    real_ids, real_prefix = rm.score_ids, rm.score_with_prefix
+    calls = {"oom": 0}
+
+    def check(seqs, extra=0):
+        if len(seqs) > 1 and (max(len(s) for s in seqs) + extra) * len(seqs) > limit:
+            calls["oom"] += 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def fake_ids(seqs, **kw):
+        check(seqs)
+        return real_ids(seqs, **kw)
+
+    def fake_prefix(kv, p, seqs):
+        check(seqs, p)
+        return real_prefix(kv, p, seqs)
+
+    monkeypatch.setattr(rm, "score_ids", fake_ids)
+    monkeypatch.setattr(rm, "score_with_prefix", fake_prefix)
+    return calls
+
+
+@pytest.mark.parametrize("prefix_reuse", [False, True])
+def test_out_of_memory_halves_batches_and_keeps_scores(rm, reference, monkeypatch, prefix_reuse):
+    calls = _oom_when_wider_than(rm, monkeypatch, 1500)
+    res, scorer = _score(rm, max_tokens_per_batch=20_000, prefix_reuse=prefix_reuse)
+    assert calls["oom"] > 0 and scorer.stats.oom_retries == calls["oom"]
+    assert scorer.budget < 20_000
+    diff = max(abs(a - b) for a, b in zip(res.score, reference, strict=True))
+    assert diff <= TOL
+
+
+def test_out_of_memory_on_one_sequence_is_a_clear_error(rm, monkeypatch):
+    def boom(seqs, **kw):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(rm, "score_ids", boom)
+    scorer = Scorer(rm, ScoringOptions(prefix_reuse=False))
+    with pytest.raises(ModelError, match="out of memory on a single sequence"):
+        scorer.score_pairs(["q"], ["x = 1\n"])
+
+
+def test_other_errors_are_not_swallowed(rm, monkeypatch):
+    def boom(seqs, **kw):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(rm, "score_ids", boom)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        Scorer(rm, ScoringOptions(prefix_reuse=False)).score_pairs(["q"], ["x = 1\n"])
+
+
+def test_common_prefix_len():
+    assert common_prefix_len([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert common_prefix_len([[5], [6]]) == 0
+    assert common_prefix_len([[1, 2, 3]]) == 3
