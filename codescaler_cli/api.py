@@ -72,8 +72,10 @@ def score_records(
     rows = records.to_pylist() if as_table else list(records)
     if not rows:
         return records if as_table else []
-    rm = model if isinstance(model, RewardModel) else load_model(
-        model, revision=revision, device=device, dtype=dtype
+    rm = (
+        model
+        if isinstance(model, RewardModel)
+        else load_model(model, revision=revision, device=device, dtype=dtype)
     )
     popts = PipelineOptions(
         question_field=question_field,

@@ -126,7 +126,9 @@ class PartialRun:
             else:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     for i in order:
-                        for batch in pq.ParquetFile(self.part_path(i)).iter_batches(batch_size=8192):
+                        for batch in pq.ParquetFile(self.part_path(i)).iter_batches(
+                            batch_size=8192
+                        ):
                             write_jsonl_rows(fh, batch.to_pylist())
             os.replace(tmp, self.output)
         except BaseException:
@@ -138,7 +140,9 @@ class PartialRun:
         self.discard()
 
     def _merge_rejected(self, order: list[int], rejected_path: str) -> None:
-        paths = [self.rejected_part_path(i) for i in order if os.path.exists(self.rejected_part_path(i))]
+        paths = [
+            self.rejected_part_path(i) for i in order if os.path.exists(self.rejected_part_path(i))
+        ]
         if not paths:
             return
         fd, tmp = atomic_path(rejected_path)
@@ -175,7 +179,9 @@ def unify(schemas: list[pa.Schema]) -> pa.Schema:
     if not schemas:
         return pa.schema([])
     try:
-        return pa.unify_schemas([s.remove_metadata() for s in schemas], promote_options="permissive")
+        return pa.unify_schemas(
+            [s.remove_metadata() for s in schemas], promote_options="permissive"
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
         # Types that cannot be promoted (e.g. int in one chunk, list in another) become text.
         fields: dict[str, pa.DataType] = {}
@@ -199,8 +205,10 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
             if col.type != f.type:
                 if pa.types.is_string(f.type) and not pa.types.is_string(col.type):
                     col = pa.array(
-                        [None if v is None else json.dumps(v, ensure_ascii=False, default=str)
-                         for v in col.to_pylist()],
+                        [
+                            None if v is None else json.dumps(v, ensure_ascii=False, default=str)
+                            for v in col.to_pylist()
+                        ],
                         pa.string(),
                     )
                 else:

@@ -126,14 +126,18 @@ def _is_saved_dataset(path: str) -> bool:
 # ---------------------------------------------------------------- reading
 
 
-def iter_chunks(specs: list[InputSpec], chunk_size: int, stdin: IO[bytes] | None = None) -> Iterator[Chunk]:
+def iter_chunks(
+    specs: list[InputSpec], chunk_size: int, stdin: IO[bytes] | None = None
+) -> Iterator[Chunk]:
     """Yield chunks across all inputs; chunk boundaries depend only on the data and size."""
     index = 0
     for spec in specs:
         if spec.kind == "jsonl":
             it = _jsonl_file_chunks(spec.path, chunk_size)
         elif spec.kind == "stdin":
-            it = _jsonl_chunks(stdin if stdin is not None else sys.stdin.buffer, "<stdin>", chunk_size)
+            it = _jsonl_chunks(
+                stdin if stdin is not None else sys.stdin.buffer, "<stdin>", chunk_size
+            )
         elif spec.kind == "parquet":
             it = _parquet_chunks(spec.path, chunk_size)
         else:
@@ -170,12 +174,20 @@ def _jsonl_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[l
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            bad.append(BadRow(loc, f"not valid UTF-8 (byte {exc.start})", raw.decode("utf-8", "replace")))
+            bad.append(
+                BadRow(loc, f"not valid UTF-8 (byte {exc.start})", raw.decode("utf-8", "replace"))
+            )
         else:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                bad.append(BadRow(loc, f"malformed JSON ({exc.msg} at column {exc.colno})", text.rstrip("\r\n")))
+                bad.append(
+                    BadRow(
+                        loc,
+                        f"malformed JSON ({exc.msg} at column {exc.colno})",
+                        text.rstrip("\r\n"),
+                    )
+                )
             else:
                 if isinstance(obj, dict):
                     records.append(obj)
@@ -192,8 +204,14 @@ def _jsonl_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[l
 
 
 def _json_type(pytype: str) -> str:
-    return {"list": "an array", "str": "a string", "int": "a number", "float": "a number",
-            "bool": "a boolean", "null": "null"}.get(pytype, pytype)
+    return {
+        "list": "an array",
+        "str": "a string",
+        "int": "a number",
+        "float": "a number",
+        "bool": "a boolean",
+        "null": "null",
+    }.get(pytype, pytype)
 
 
 def _peek_first_char(fh: IO[bytes]) -> bytes | None:
@@ -215,7 +233,9 @@ def _peek_first_char(fh: IO[bytes]) -> bytes | None:
     return stripped[:1] if stripped else None
 
 
-def _json_array_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
+def _json_array_chunks(
+    fh: IO[bytes], name: str, chunk_size: int
+) -> Iterator[tuple[list, list, list]]:
     # A .json file holding one array: must be loaded whole, then chunked.
     try:
         data = json.loads(fh.read().decode("utf-8"))
@@ -275,7 +295,9 @@ def _hf_chunks(spec: InputSpec, chunk_size: int) -> Iterator[tuple[list, list, l
         hint = ""
         if os.environ.get("HF_HUB_OFFLINE") == "1":
             hint = " (HF_HUB_OFFLINE=1: only datasets already in the local cache can be read)"
-        raise InputError(f"dataset {name}: cannot load split {spec.split!r}: {_first_line(exc)}{hint}") from None
+        raise InputError(
+            f"dataset {name}: cannot load split {spec.split!r}: {_first_line(exc)}{hint}"
+        ) from None
     if len(ds) == 0:
         raise InputError(f"dataset {name}: split {spec.split!r} is empty")
     row = 0

@@ -56,7 +56,9 @@ def resolve_device(spec: str) -> torch.device:
             )
         dev = torch.device(spec)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ModelError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise ModelError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
         return dev
     raise UsageError(f"--device {spec!r}: expected {DEVICES_HELP}")
 
@@ -68,8 +70,14 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     if spec == "auto":
         # bf16 on CUDA as the weights ship; fp32 on CPU, where bf16 is ~8x slower.
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if spec not in table:
         raise UsageError(f"--dtype {spec!r}: expected one of {', '.join(DTYPES)}")
     return table[spec]
@@ -105,7 +113,6 @@ class RewardModel:
     """A loaded reward model with the exact scoring path and counters for audits."""
 
     def __init__(self, tokenizer: Any, model: Any, *, name: str, revision: str | None) -> None:
-        import torch
 
         self.tokenizer = tokenizer
         self.model = model
@@ -165,11 +172,15 @@ class RewardModel:
         with torch.inference_mode():
             mask = None
             if attention_mask:
-                mask = (torch.arange(ids.shape[1], device=ids.device)[None, :] < lens[:, None]).long()
+                mask = (
+                    torch.arange(ids.shape[1], device=ids.device)[None, :] < lens[:, None]
+                ).long()
             if self._base is None or self._head is None:
                 out = self.model(input_ids=ids, attention_mask=mask)
                 return out.logits[:, 0].float().cpu().tolist()
-            hidden = self._base(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            hidden = self._base(
+                input_ids=ids, attention_mask=mask, use_cache=False
+            ).last_hidden_state
             last = hidden[torch.arange(ids.shape[0], device=ids.device), lens - 1]
             return self._head(last)[:, 0].float().cpu().tolist()
 
@@ -186,7 +197,10 @@ class RewardModel:
             return [(layer.keys, layer.values) for layer in cache.layers]
 
     def score_with_prefix(
-        self, kv: list[tuple[torch.Tensor, torch.Tensor]], prefix_len: int, suffixes: list[list[int]]
+        self,
+        kv: list[tuple[torch.Tensor, torch.Tensor]],
+        prefix_len: int,
+        suffixes: list[list[int]],
     ) -> list[float]:
         """Score ``prefix + suffix`` for each suffix, reusing the prefix's key/value states.
 
@@ -201,10 +215,15 @@ class RewardModel:
         self.forward_calls += 1
         self.forward_tokens += int(ids.numel())
         with torch.inference_mode():
-            cache = DynamicCache([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv])
+            cache = DynamicCache(
+                [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv]
+            )
             pos = torch.arange(prefix_len, prefix_len + ids.shape[1], device=ids.device)[None, :]
             out = self._base(
-                input_ids=ids, position_ids=pos.expand(b, -1), use_cache=True, **{self._cache_kw: cache}
+                input_ids=ids,
+                position_ids=pos.expand(b, -1),
+                use_cache=True,
+                **{self._cache_kw: cache},
             )
             last = out.last_hidden_state[torch.arange(b, device=ids.device), lens - 1]
             return self._head(last)[:, 0].float().cpu().tolist()
@@ -320,7 +339,9 @@ def load_reward_model(options: ModelOptions) -> RewardModel:
         raise _friendly_load_error(name, exc) from None
     missing = [k for k in info.get("missing_keys", []) if "score" in k]
     if missing:
-        raise ModelError(f"{name}: checkpoint has no score head ({', '.join(missing)}); not a reward model")
+        raise ModelError(
+            f"{name}: checkpoint has no score head ({', '.join(missing)}); not a reward model"
+        )
     model.config.pad_token_id = pad
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token_id = pad

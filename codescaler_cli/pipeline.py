@@ -85,16 +85,16 @@ class RunSummary:
 class Progress:
     """Progress sink; the CLI plugs in a rich bar. The library itself prints nothing."""
 
-    def start(self, total: int | None) -> None:  # noqa: B027 - optional hook
+    def start(self, total: int | None) -> None:
         pass
 
-    def advance(self, rows: int, tokens: int = 0) -> None:  # noqa: B027
+    def advance(self, rows: int, tokens: int = 0) -> None:
         pass
 
-    def message(self, text: str) -> None:  # noqa: B027
+    def message(self, text: str) -> None:
         pass
 
-    def stop(self) -> None:  # noqa: B027
+    def stop(self) -> None:
         pass
 
 
@@ -191,8 +191,10 @@ def records_to_table(records: list[dict[str, Any]], schema: pa.Schema | None = N
             cols[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             cols[name] = pa.array(
-                [v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-                 for v in values],
+                [
+                    v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+                    for v in values
+                ],
                 type=pa.string(),
             )
     return pa.table(cols) if cols else pa.table({})
@@ -274,7 +276,9 @@ def process_chunk(
     elif progress:
         progress.advance(n, 0)
     for name, arr in cols.items():
-        table = table.append_column(name, arr) if table.num_columns or n == 0 else pa.table({name: arr})
+        table = (
+            table.append_column(name, arr) if table.num_columns or n == 0 else pa.table({name: arr})
+        )
     return ChunkResult(table, bad, unique)
 
 

@@ -34,7 +34,9 @@ class _Rates(ProgressColumn):
         if elapsed <= 0:
             return Text("")
         tokens = task.fields.get("tokens", 0)
-        return Text(f"{task.completed / elapsed:,.1f} cand/s  {tokens / elapsed:,.0f} tok/s", style="cyan")
+        return Text(
+            f"{task.completed / elapsed:,.1f} cand/s  {tokens / elapsed:,.0f} tok/s", style="cyan"
+        )
 
 
 class RichProgress(Progress):
@@ -131,3 +133,59 @@ def print_summary(summary: RunSummary, title: str, console: Console | None = Non
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100.0 * x:.1f}%"
+
+
+def print_selection_metrics(
+    m: Any, group_field: str, label_field: str | None, console: Console | None = None
+) -> None:
+    console = console or stderr
+    t = Table(
+        title=f"rerank: {m.groups} groups (by {group_field}), {m.candidates} candidates",
+        title_justify="left",
+        show_header=False,
+        box=None,
+    )
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("selected", f"{m.selected:,}")
+    t.add_row("selected mean reward", f"{m.selected_mean_reward:.4f}")
+    if m.selected_mean_score is not None:
+        t.add_row("selected mean score", f"{m.selected_mean_score:.4f}")
+    t.add_row("selected with valid code", _pct(m.selected_valid_fraction))
+    if m.labelled:
+        t.add_row(f"best-of-N accuracy ({label_field})", _pct(m.best_of_n_accuracy))
+        t.add_row("random pick (expected)", _pct(m.random_accuracy))
+        t.add_row("oracle (any passes)", _pct(m.oracle_accuracy))
+    console.print(t)
+    if m.labelled and len(m.per_group) <= 50:
+        g = Table(title="per group", title_justify="left", box=None)
+        for col in ("group", "size", "top-1 reward", "top-1 passed", "random", "oracle"):
+            g.add_column(col, justify="left" if col == "group" else "right")
+        for gm in m.per_group:
+            g.add_row(
+                gm.group[:40],
+                str(gm.size),
+                f"{gm.top1_reward or 0.0:.3f}",
+                "-" if gm.top1_passed is None else ("yes" if gm.top1_passed else "no"),
+                _pct(gm.random_accuracy),
+                "-" if gm.oracle is None else ("yes" if gm.oracle else "no"),
+            )
+        console.print(g)
+
+
+def print_pair_metrics(m: Any, console: Console | None = None) -> None:
+    console = console or stderr
+    t = Table(title="eval-pairs", title_justify="left", show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("pairs", f"{m.pairs:,}")
+    t.add_row("accuracy (chosen > rejected)", _pct(m.accuracy))
+    t.add_row("ties", str(m.ties))
+    t.add_row("pairs with an unscored side", str(m.unscored))
+    if m.mean_margin is not None:
+        t.add_row("mean margin", f"{m.mean_margin:.4f}")
+    console.print(t)

@@ -149,10 +149,14 @@ def run_job(
             result = process_chunk(
                 chunk, fields, cfg.pipeline, scorer(), on_bad_row=cfg.on_bad_row, progress=progress
             )
-            rejected_rows = [{"location": b.location, "reason": b.reason, "row": b.raw} for b in result.bad]
+            rejected_rows = [
+                {"location": b.location, "reason": b.reason, "row": b.raw} for b in result.bad
+            ]
             summarize_chunk(summary, result, chunk.n_read)
             if partial is not None:
-                info = PartInfo(chunk.n_read, result.table.num_rows, len(result.bad), result.unique_scored)
+                info = PartInfo(
+                    chunk.n_read, result.table.num_rows, len(result.bad), result.unique_scored
+                )
                 partial.write_part(chunk.index, result.table, rejected_rows, info)
             else:
                 for row in result.table.to_pylist():

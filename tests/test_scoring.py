@@ -79,7 +79,7 @@ def test_attention_mask_is_unnecessary_with_right_padding(rm, reference):
 
 
 def test_dedup_scores_once_and_fans_out(rm, reference):
-    res, scorer = _score(rm, dedup=True, prefix_reuse=False)
+    res, _scorer = _score(rm, dedup=True, prefix_reuse=False)
     assert res.unique_scored == len(reference) - 1
     assert res.score[-1] == res.score[-2]
     nodup, _ = _score(rm, dedup=False, prefix_reuse=False)
