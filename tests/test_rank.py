@@ -1,0 +1,325 @@
+"""Ranking, selection metrics, `rerank` and `eval-pairs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from codescaler_cli.cli import app
+from codescaler_cli.errors import UsageError
+from codescaler_cli.rank import (
+    pair_accuracy,
+    parse_label,
+    rank_table,
+    rank_within_groups,
+    rerank,
+    select,
+    selection_metrics,
+)
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data" / "candidates.jsonl"
+
+
+# ---------------------------------------------------------------- pure ranking
+
+
+def test_rank_by_reward_ties_by_score_then_input_order():
+    groups = ["a", "a", "a", "a", "b"]
+    rewards = [1.0, 2.0, 2.0, 2.0, 0.5]
+    scores = [1.0, 1.5, 1.7, 1.5, 0.1]
+    rank, size = rank_within_groups(groups, rewards, scores)
+    assert rank == [4, 2, 1, 3, 1]
+    assert size == [4, 4, 4, 4, 1]
+
+
+def test_all_invalid_group_is_ranked_by_raw_score():
+    groups = ["g"] * 3
+    rewards = [0.0, 0.0, 0.0]
+    scores = [-1.0, 3.0, None]
+    rank, _ = rank_within_groups(groups, rewards, scores)
+    assert rank == [2, 1, 3]  # a missing score sorts last
+
+
+def test_rank_by_score_ignores_validity():
+    rank, _ = rank_within_groups(["g", "g"], [0.0, 0.2], [5.0, -1.0], by="score")
+    assert rank == [1, 2]
+    with pytest.raises(UsageError):
+        rank_within_groups(["g"], [0.0], [0.0], by="bogus")
+
+
+def test_select_top_k_larger_than_group_and_order():
+    groups = ["x", "y", "x", "y", "x"]
+    rank = [3, 1, 1, 2, 2]
+    assert select(groups, rank, 1) == [2, 1]
+    assert select(groups, rank, 10) == [2, 4, 0, 1, 3]
+    assert select(groups, rank, 0) == [2, 4, 0, 1, 3]
+    with pytest.raises(UsageError):
+        select(groups, rank, -1)
+
+
+def test_rank_table_adds_columns_and_groups_of_one():
+    t = pa.table({"pid": ["p", "q", "p"], "reward": [0.1, 0.0, 0.9], "score": [-2.0, 0.3, 2.0]})
+    out = rank_table(t, "pid", 1)
+    assert out.column("pid").to_pylist() == ["p", "q"]
+    assert out.column("reward").to_pylist() == [0.9, 0.0]
+    assert out.column("rank").to_pylist() == [1, 1]
+    assert out.column("group_size").to_pylist() == [2, 1]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(True, True), (0, False), (1.0, True), ("false", False), ("1", True), (None, None)],
+)
+def test_parse_label(value, expected):
+    assert parse_label(value, "row 0") is expected
+
+
+def test_parse_label_rejects_other_values():
+    with pytest.raises(UsageError, match="not a boolean"):
+        parse_label(2, "row 3")
+
+
+def test_metrics_by_hand():
+    # group a: 3 candidates, 1 passes, top-1 is the passing one
+    # group b: 2 candidates, both fail; group c: 1 candidate that passes, top-1 passes
+    groups = ["a", "a", "a", "b", "b", "c"]
+    rewards = [0.5, 2.0, 0.0, 1.0, 0.7, 0.3]
+    scores = [0.1, 1.9, -4.0, 0.5, 0.2, -1.0]
+    labels = [False, True, False, False, False, True]
+    valid = [True, True, False, True, True, True]
+    rank, _ = rank_within_groups(groups, rewards, scores)
+    kept = select(groups, rank, 1)
+    m = selection_metrics(groups, rank, rewards, scores, valid, kept, labels)
+    assert m.groups == 3 and m.candidates == 6 and m.selected == 3
+    assert m.best_of_n_accuracy == pytest.approx(2 / 3)  # a: pass, b: fail, c: pass
+    assert m.random_accuracy == pytest.approx((1 / 3 + 0 + 1) / 3)
+    assert m.oracle_accuracy == pytest.approx(2 / 3)
+    assert m.selected_mean_reward == pytest.approx((2.0 + 1.0 + 0.3) / 3)
+    assert m.gate_value() == ("best-of-N accuracy", pytest.approx(2 / 3))
+    unlabelled = selection_metrics(groups, rank, rewards, scores, valid, kept, None)
+    assert unlabelled.gate_value()[0] == "selected mean reward"
+
+
+def test_pair_accuracy():
+    correct, m = pair_accuracy([2.0, 1.0, None, 3.0], [1.0, 1.0, 0.0, None])
+    assert correct == [True, False, False, True]
+    assert m.accuracy == 0.5 and m.ties == 1 and m.unscored == 2
+    assert m.mean_margin == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- Python API
+
+
+def test_rerank_api_on_scored_records_needs_no_model(monkeypatch):
+    import codescaler_cli.model as model_mod
+
+    monkeypatch.setattr(model_mod, "load_reward_model", _no_model)
+    rows = [
+        {"task_id": "t1", "question": "q", "score": 1.0, "reward": 1.3, "code_valid": True},
+        {"task_id": "t1", "question": "q", "score": 3.0, "reward": 3.05, "code_valid": True},
+        {"task_id": "t2", "question": "r", "score": 9.0, "reward": 0.0, "code_valid": False},
+    ]
+    out = rerank(rows, top_k=1)
+    assert [(r["task_id"], r["score"], r["rank"]) for r in out] == [("t1", 3.0, 1), ("t2", 9.0, 1)]
+
+
+def _no_model(*a, **k):
+    raise AssertionError("the model must not be loaded")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_model_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rank") / "scored.parquet"
+    r = runner.invoke(
+        app,
+        [
+            "score",
+            str(SAMPLE),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_rerank_scored_equals_rerank_raw_without_loading(
+    scored, tiny_model_dir, tmp_path, monkeypatch
+):
+    raw_out = tmp_path / "raw.jsonl"
+    r = runner.invoke(
+        app,
+        [
+            "rerank",
+            str(SAMPLE),
+            "-o",
+            str(raw_out),
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    import codescaler_cli.model as model_mod
+
+    monkeypatch.setattr(model_mod, "load_reward_model", _no_model)
+    scored_out = tmp_path / "scored.jsonl"
+    r = runner.invoke(app, ["rerank", str(scored), "-o", str(scored_out), "-q"])
+    assert r.exit_code == 0, r.output
+    a = [json.loads(x) for x in raw_out.read_text().splitlines()]
+    b = [json.loads(x) for x in scored_out.read_text().splitlines()]
+    assert len(a) == 4  # one per problem
+    assert [(x["problem_id"], x["candidate"], x["rank"]) for x in a] == [
+        (x["problem_id"], x["candidate"], x["rank"]) for x in b
+    ]
+    for x, y in zip(a, b, strict=True):
+        assert x["score"] == pytest.approx(y["score"], abs=1e-5)
+
+
+def test_rerank_all_and_metrics_json(scored, tmp_path):
+    out = tmp_path / "all.parquet"
+    metrics = tmp_path / "m.json"
+    r = runner.invoke(
+        app, ["rerank", str(scored), "-o", str(out), "--all", "--metrics-json", str(metrics)]
+    )
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(out)
+    assert t.num_rows == 17
+    pids = t.column("problem_id").to_pylist()
+    ranks = t.column("rank").to_pylist()
+    # grouped by problem (first appearance order), ranks ascending within a group
+    assert pids == sorted(
+        pids, key=["two-sum", "word-count", "fizzbuzz", "median-two-sorted"].index
+    )
+    for pid in set(pids):
+        rs = [rk for p, rk in zip(pids, ranks, strict=True) if p == pid]
+        assert rs == list(range(1, len(rs) + 1))
+    data = json.loads(metrics.read_text())
+    assert data["labelled"] is True and data["groups"] == 4
+    assert 0.0 <= data["best_of_n_accuracy"] <= 1.0
+    assert data["oracle_accuracy"] == 1.0
+    assert "best-of-N accuracy" in r.stderr
+
+
+def test_fail_under_gates_the_exit_code(scored):
+    ok = runner.invoke(app, ["rerank", str(scored), "-o", "-", "--fail-under", "0.0", "-q"])
+    assert ok.exit_code == 0
+    bad = runner.invoke(app, ["rerank", str(scored), "-o", "-", "--fail-under", "1.01", "-q"])
+    assert bad.exit_code == 1
+    assert "best-of-N accuracy" in bad.stderr and "below --fail-under 1.01" in bad.stderr
+
+
+def test_group_field_fallback_to_question(tiny_model_dir, tmp_path):
+    src = tmp_path / "nogroup.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps({"question": r["question"], "response": r["response"]}) + "\n"
+            for r in map(json.loads, SAMPLE.read_text().splitlines())
+        )
+    )
+    r = runner.invoke(
+        app,
+        ["rerank", str(src), "-o", "-", "--model", str(tiny_model_dir), "--device", "cpu", "-q"],
+    )
+    assert r.exit_code == 0, r.output
+    assert len(r.stdout.splitlines()) == 4
+
+
+def test_shell_pipeline_one_line_per_problem(tiny_model_dir):
+    env = {**os.environ, "CODESCALER_MODEL": str(tiny_model_dir)}
+    cmd = (
+        f"cat {SAMPLE} | {sys.executable} -m codescaler_cli rerank - -o - --top-k 1 --device cpu"
+        f' | {sys.executable} -c "import sys, json; rows=[json.loads(l) for l in sys.stdin];'
+        " print(len(rows), len({r['problem_id'] for r in rows}))\""
+    )
+    proc = subprocess.run(
+        cmd, shell=True, capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "4 4"
+
+
+def test_eval_pairs(tiny_model_dir, tmp_path):
+    rows = list(map(json.loads, SAMPLE.read_text().splitlines()))
+    by_pid: dict[str, list[dict]] = {}
+    for r in rows:
+        by_pid.setdefault(r["problem_id"], []).append(r)
+    pairs = []
+    for cands in by_pid.values():
+        good = [c for c in cands if c["passed"]]
+        bad = [c for c in cands if not c["passed"]]
+        for g, b in zip(good, bad, strict=False):
+            pairs.append(
+                {
+                    "question_content": g["question"],
+                    "code_pos": g["response"],
+                    "code_neg": b["response"],
+                }
+            )
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    out = tmp_path / "pairs_scored.jsonl"
+    metrics = tmp_path / "m.json"
+    r = runner.invoke(
+        app,
+        [
+            "eval-pairs",
+            str(src),
+            "-o",
+            str(out),
+            "--metrics-json",
+            str(metrics),
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(got) == len(pairs)
+    from codescaler_cli import score_records
+
+    singles = score_records(
+        [
+            {"question": p["question_content"], "response": p[side]}
+            for p in pairs
+            for side in ("code_pos", "code_neg")
+        ],
+        model=str(tiny_model_dir),
+        device="cpu",
+    )
+    for i, g in enumerate(got):
+        for side, s in (("chosen", singles[2 * i]), ("rejected", singles[2 * i + 1])):
+            if s["score"] is None:
+                assert g[f"{side}_score"] is None
+            else:
+                assert g[f"{side}_score"] == pytest.approx(s["score"], abs=1e-5)
+        expected = (g["chosen_score"] if g["chosen_score"] is not None else -1e9) > (
+            g["rejected_score"] if g["rejected_score"] is not None else -1e9
+        )
+        assert g["correct"] == expected
+    data = json.loads(metrics.read_text())
+    assert data["pairs"] == len(pairs)
+    assert data["accuracy"] == pytest.approx(sum(g["correct"] for g in got) / len(got))
+    assert "accuracy" in r.stderr
