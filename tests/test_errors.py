@@ -324,7 +324,9 @@ def test_pickle_weights_load_when_allowed(tmp_path, tiny_model_dir):
     assert not list(Path(model_dir).glob("*.safetensors"))
     result, out = _score_with(model_dir, tmp_path, "--allow-pickle-weights")
     assert result.exit_code == 0, result.output
-    ref, out2 = _score_with(tiny_model_dir, tmp_path / ".." / tmp_path.name)
+    (tmp_path / "ref").mkdir()
+    _, out2 = _score_with(tiny_model_dir, tmp_path / "ref")
+    assert out2 != out
     assert pq.read_table(out).column("score").to_pylist()[0] == pytest.approx(
         pq.read_table(out2).column("score").to_pylist()[0], abs=1e-5
     )
@@ -347,6 +349,7 @@ def test_model_not_found_says_how_to_use_a_local_dir(tmp_path, monkeypatch):
 def test_missing_local_model_dir(tmp_path):
     result, out = _score_with(tmp_path / "not-a-model", tmp_path)
     _assert_clean_failure(result, 1, "not-a-model")
+    assert not out.exists()
 
 
 def test_cuda_requested_but_unavailable(tiny_model_dir, tmp_path):
@@ -395,6 +398,7 @@ def test_causal_lm_without_score_head_is_refused(tmp_path):
     tok.save_pretrained(tmp_path / "lm")
     result, out = _score_with(tmp_path / "lm", tmp_path)
     _assert_clean_failure(result, 1, "not a reward model")
+    assert not out.exists()
 
 
 def test_debug_env_shows_traceback(tiny_model_dir, tmp_path, monkeypatch):
