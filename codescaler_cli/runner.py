@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from .checkpoint import PartialRun, PartInfo
@@ -127,6 +127,7 @@ def run_job(
     resume = "never" if any(s.kind == "stdin" for s in specs) else cfg.resume
 
     fields: Fields | None = None
+    pipeline = cfg.pipeline
     rejected_fh = None
     rejected_tmp = None
     progress.start(count_rows(specs))
@@ -139,15 +140,16 @@ def run_job(
         for chunk in iter_chunks(specs, cfg.chunk_size, stdin=stdin):
             if fields is None:
                 fields = first_fields(chunk, cfg.pipeline, specs[0].name)
-                cfg.pipeline.question_field = fields.question
-                cfg.pipeline.response_field = fields.response
+                pipeline = replace(
+                    cfg.pipeline, question_field=fields.question, response_field=fields.response
+                )
             if partial is not None and partial.done(chunk.index):
                 info = partial.parts[chunk.index]
                 _add_resumed(summary, partial, chunk.index, info)
                 progress.advance(info.rows_written, 0)
                 continue
             result = process_chunk(
-                chunk, fields, cfg.pipeline, scorer(), on_bad_row=cfg.on_bad_row, progress=progress
+                chunk, fields, pipeline, scorer(), on_bad_row=cfg.on_bad_row, progress=progress
             )
             rejected_rows = [
                 {"location": b.location, "reason": b.reason, "row": b.raw} for b in result.bad
@@ -174,7 +176,7 @@ def run_job(
             raise InputError(f"{specs[0].name}: input has no rows")
         rm = state["rm"]
         if partial is not None:
-            partial.finalize(provenance(rm, cfg.pipeline), rejected_path)
+            partial.finalize(provenance(rm, pipeline), rejected_path)
         if rejected_fh is not None:
             rejected_fh.close()
             rejected_fh = None
