@@ -59,7 +59,14 @@ CASES: list[Case] = [
         "fence:python",
         1,
     ),
-    Case("tag_pandoc_braces", f"```{{.python .numberLines}}\n{ADD}\n```", ADD, True, "fence:python", 1),
+    Case(
+        "tag_pandoc_braces",
+        f"```{{.python .numberLines}}\n{ADD}\n```",
+        ADD,
+        True,
+        "fence:python",
+        1,
+    ),
     Case("tag_with_filename", f"```python:src/add.py\n{ADD}\n```", ADD, True, "fence:python", 1),
     Case("tilde_fence", f"~~~python\n{ADD}\n~~~\n", ADD, True, "fence:python", 1),
     Case(
@@ -125,7 +132,8 @@ CASES: list[Case] = [
         "fence_in_indented_docstring",
         '```python\ndef render():\n    """Return markdown.\n\n    ```\n    code\n    ```\n    """\n'
         '    return "x"\n```\nThat is all.',
-        'def render():\n    """Return markdown.\n\n    ```\n    code\n    ```\n    """\n    return "x"',
+        'def render():\n    """Return markdown.\n\n    ```\n    code\n    ```\n    """\n'
+        '    return "x"',
         True,
         "fence:python",
         1,
@@ -197,7 +205,8 @@ CASES: list[Case] = [
     ),
     Case(
         "test_function_block_last",
-        f"{ADD_BLOCK}\n\n```python\ndef test_add():\n    assert add(1, 2) == 3\n\n\ntest_add()\n```",
+        f"{ADD_BLOCK}\n\n```python\ndef test_add():\n    assert add(1, 2) == 3\n\n\n"
+        "test_add()\n```",
         ADD,
         True,
         "fence:python",
@@ -215,7 +224,8 @@ CASES: list[Case] = [
     ),
     Case(
         "usage_example_first",
-        f"Call it like `add(1, 2)`:\n```python\n>>> add(1, 2)\n3\n```\nImplementation:\n{ADD_BLOCK}",
+        "Call it like `add(1, 2)`:\n```python\n>>> add(1, 2)\n3\n```\n"
+        f"Implementation:\n{ADD_BLOCK}",
         ADD,
         True,
         "fence:python",
@@ -241,7 +251,8 @@ CASES: list[Case] = [
         "First try:\n```python\ndef is_even(n):\n    return n % 2 == 0\n```\n"
         "Handling non-integers too:\n```python\ndef is_even(n):\n    if not isinstance(n, int):\n"
         "        return False\n    return n % 2 == 0\n```",
-        "def is_even(n):\n    if not isinstance(n, int):\n        return False\n    return n % 2 == 0",
+        "def is_even(n):\n    if not isinstance(n, int):\n        return False\n"
+        "    return n % 2 == 0",
         True,
         "fence:python",
         2,
@@ -279,7 +290,8 @@ CASES: list[Case] = [
     ),
     Case(
         "stdin_program_beats_sample_output",
-        "```python\nn = int(input())\nfor i in range(n):\n    print(i * i)\n```\nOutput:\n```\n0\n1\n4\n```",
+        "```python\nn = int(input())\nfor i in range(n):\n    print(i * i)\n```\n"
+        "Output:\n```\n0\n1\n4\n```",
         "n = int(input())\nfor i in range(n):\n    print(i * i)",
         True,
         "fence:python",
@@ -288,7 +300,8 @@ CASES: list[Case] = [
     ),
     Case(
         "main_guard_program_kept_whole",
-        f"Read from stdin:\n\n```python\n{STDIN_PROGRAM}\n```\n\nSample input:\n\n```\n3 1 2 3\n```\n",
+        f"Read from stdin:\n\n```python\n{STDIN_PROGRAM}\n```\n\n"
+        "Sample input:\n\n```\n3 1 2 3\n```\n",
         STDIN_PROGRAM,
         True,
         "fence:python",
@@ -325,7 +338,8 @@ CASES: list[Case] = [
     ),
     Case(
         "javascript_with_untagged_usage",
-        "```js\nfunction add(a, b) {\n  return a + b;\n}\n```\nUsage:\n```\nconsole.log(add(1, 2))\n```",
+        "```js\nfunction add(a, b) {\n  return a + b;\n}\n```\n"
+        "Usage:\n```\nconsole.log(add(1, 2))\n```",
         "",
         False,
         "none",
@@ -470,7 +484,8 @@ CASES: list[Case] = [
     ),
     Case(
         "bare_code_between_prose",
-        "Sure! Here is a solution.\n\nimport math\n\n\ndef circle(r):\n    return math.pi * r * r\n\n"
+        "Sure! Here is a solution.\n\nimport math\n\n\ndef circle(r):\n"
+        "    return math.pi * r * r\n\n"
         "This function computes the area.\nIt runs in O(1).",
         "import math\n\n\ndef circle(r):\n    return math.pi * r * r",
         True,
