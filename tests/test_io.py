@@ -42,7 +42,9 @@ def test_chunks_are_bounded_and_keep_locations(tmp_path):
 
 def test_crlf_and_blank_lines(tmp_path):
     src = tmp_path / "crlf.jsonl"
-    src.write_bytes(b"\r\n" + b"".join((json.dumps(r) + "\r\n").encode() for r in _rows(3)) + b"\r\n")
+    src.write_bytes(
+        b"\r\n" + b"".join((json.dumps(r) + "\r\n").encode() for r in _rows(3)) + b"\r\n"
+    )
     (chunk,) = iter_chunks(resolve_inputs([str(src)]), 100)
     assert [r["i"] for r in chunk.records] == [0, 1, 2] and not chunk.bad
 
@@ -115,8 +117,23 @@ def test_cli_multiple_inputs_keep_order(tiny_model_dir, tmp_path):
     b = tmp_path / "b.parquet"
     pq.write_table(pa.Table.from_pylist(_rows(3, 3)), b)
     out = tmp_path / "out.parquet"
-    r = runner.invoke(app, ["score", str(a), str(b), "-o", str(out), "--model", str(tiny_model_dir),
-                            "--device", "cpu", "-q", "--chunk-size", "2"])
+    r = runner.invoke(
+        app,
+        [
+            "score",
+            str(a),
+            str(b),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "-q",
+            "--chunk-size",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     t = pq.read_table(out)
     assert t.column("i").to_pylist() == [0, 1, 2, 3, 4, 5]
@@ -128,7 +145,9 @@ def test_saved_hf_dataset_and_dataset_option(tiny_model_dir, tmp_path):
 
     ds = datasets.Dataset.from_list(_rows(5))
     saved = tmp_path / "saved"
-    datasets.DatasetDict({"train": ds, "test": datasets.Dataset.from_list(_rows(2, 50))}).save_to_disk(saved)
+    datasets.DatasetDict(
+        {"train": ds, "test": datasets.Dataset.from_list(_rows(2, 50))}
+    ).save_to_disk(saved)
     out = tmp_path / "o.jsonl"
     common = ["--model", str(tiny_model_dir), "--device", "cpu", "-q"]
     r = runner.invoke(app, ["score", str(saved), "--split", "test", "-o", str(out), *common])

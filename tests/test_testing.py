@@ -18,7 +18,7 @@ PROGRAMS = [
     "print(sum(map(int, input().split())))\n",
     "a, b = map(int, input().split())\nprint(a - b)\n",
     "",
-    "import sys\n\ndef main():\n    data = sys.stdin.read().split()\n    print(int(data[0]) + int(data[1]))\n\nmain()\n",  # noqa: E501
+    "import sys\n\ndef main():\n    data = sys.stdin.read().split()\n    print(int(data[0]) + int(data[1]))\n\nmain()\n",
     "while True:\n    pass\n",
     T.MODEL_CARD_PROGRAM_CORRECT,
 ]
