@@ -109,6 +109,15 @@ class ModelOptions:
     attn_implementation: str | None = None  # None: flash_attention_2 when usable, else sdpa
 
 
+@dataclass
+class PrefixStates:
+    """Cached key/value states of a batch of shared prompts (right-padded)."""
+
+    kv: list[tuple[Any, Any]]
+    lengths: list[int]
+    lengths_t: Any  # the same lengths as a tensor
+
+
 class RewardModel:
     """A loaded reward model with the exact scoring path and counters for audits."""
 
@@ -184,48 +193,63 @@ class RewardModel:
             last = hidden[torch.arange(ids.shape[0], device=ids.device), lens - 1]
             return self._head(last)[:, 0].float().cpu().tolist()
 
-    def prefix_cache(self, prefix: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Key/value states of a shared prefix, computed once per problem."""
+    def prefix_states(self, prefixes: list[list[int]]) -> PrefixStates:
+        """Key/value states of shared prompts, computed once per problem (batched, right-padded:
+        a real position never attends to a pad slot, so its states are exact)."""
         import torch
 
-        ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+        ids, lens = self._pad(prefixes)
         self.forward_calls += 1
-        self.forward_tokens += len(prefix)
+        self.forward_tokens += int(ids.numel())
         with torch.inference_mode():
             out = self._base(input_ids=ids, use_cache=True)
             cache = out.cache if hasattr(out, "cache") else out.past_key_values
-            return [(layer.keys, layer.values) for layer in cache.layers]
+            kv = [(layer.keys, layer.values) for layer in cache.layers]
+        return PrefixStates(kv, [len(p) for p in prefixes], lens)
 
-    def score_with_prefix(
-        self,
-        kv: list[tuple[torch.Tensor, torch.Tensor]],
-        prefix_len: int,
-        suffixes: list[list[int]],
+    def score_suffixes(
+        self, states: PrefixStates, rows: list[tuple[int, list[int]]]
     ) -> list[float]:
-        """Score ``prefix + suffix`` for each suffix, reusing the prefix's key/value states.
+        """Score ``prefix[g] + suffix`` for each ``(g, suffix)`` row against cached prefix states.
 
-        Exact for causal models: the prefix's states do not depend on what follows, and a
-        right-padded suffix's last real token sees only the prefix and real suffix tokens.
+        Exact for causal models: the prefix states do not depend on what follows; a suffix
+        token sees its own prefix (padding slots of shorter prefixes are masked) and the
+        real suffix tokens before it; positions continue from the row's own prefix length.
         """
         import torch
         from transformers import DynamicCache
 
-        ids, lens = self._pad(suffixes)
-        b = ids.shape[0]
+        ids, lens = self._pad([s for _, s in rows])
+        b, width = ids.shape
+        dev = ids.device
+        groups = torch.tensor([g for g, _ in rows], dtype=torch.long, device=dev)
+        plen = states.lengths_t.to(dev)[groups]
         self.forward_calls += 1
         self.forward_tokens += int(ids.numel())
         with torch.inference_mode():
-            cache = DynamicCache(
-                [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv]
-            )
-            pos = torch.arange(prefix_len, prefix_len + ids.shape[1], device=ids.device)[None, :]
+            single = len(set(g for g, _ in rows)) == 1
+            if single:
+                g0 = rows[0][0]
+                kv = [
+                    (k[g0 : g0 + 1].expand(b, -1, -1, -1), v[g0 : g0 + 1].expand(b, -1, -1, -1))
+                    for k, v in states.kv
+                ]
+            else:
+                kv = [(k.index_select(0, groups), v.index_select(0, groups)) for k, v in states.kv]
+            pmax = kv[0][0].shape[2]
+            mask = None
+            if not (single and states.lengths[rows[0][0]] == pmax):
+                slots = torch.arange(pmax + width, device=dev)[None, :]
+                mask = (slots < plen[:, None]) | (slots >= pmax)
+            pos = plen[:, None] + torch.arange(width, device=dev)[None, :]
             out = self._base(
                 input_ids=ids,
-                position_ids=pos.expand(b, -1),
+                attention_mask=mask,
+                position_ids=pos,
                 use_cache=True,
-                **{self._cache_kw: cache},
+                **{self._cache_kw: DynamicCache(kv)},
             )
-            last = out.last_hidden_state[torch.arange(b, device=ids.device), lens - 1]
+            last = out.last_hidden_state[torch.arange(b, device=dev), lens - 1]
             return self._head(last)[:, 0].float().cpu().tolist()
 
     @property

@@ -224,17 +224,26 @@ class ChunkResult:
     unique_scored: int = 0
 
 
-def process_chunk(
+@dataclass
+class PreparedChunk:
+    """A chunk after the CPU-side work: validated, extracted, deduplicated and tokenized."""
+
+    chunk: Chunk
+    records: list[dict[str, Any]]
+    bad: list[BadRow]
+    extractions: list[Any]
+    questions: list[str]
+    prepared: Any = None  # scoring.Prepared when scoring
+
+
+def prepare_chunk(
     chunk: Chunk,
     fields: Fields,
     options: PipelineOptions,
     scorer: Scorer | None,
     on_bad_row: str = "error",
-    progress: Progress | None = None,
-) -> ChunkResult:
-    """Validate, extract and (optionally) score one chunk; rows keep their input order."""
-    import pyarrow as pa
-
+) -> PreparedChunk:
+    """Validate, extract and tokenize one chunk (no model forward: can run ahead in a thread)."""
     from .extract import extract_code
 
     good, bad = validate_rows(chunk, fields)
@@ -243,6 +252,25 @@ def process_chunk(
         raise BadRowError(first.location, first.reason)
     records = [chunk.records[i] for i in good]
     extractions = [extract_code(r[fields.response], options.extract_mode) for r in records]
+    questions = [r[fields.question] for r in records]
+    prepared = None
+    if options.score:
+        if scorer is None:
+            raise ValueError("scoring requested without a scorer")
+        prepared = scorer.prepare(questions, [e.code for e in extractions])
+    return PreparedChunk(chunk, records, bad, extractions, questions, prepared)
+
+
+def finish_chunk(
+    pc: PreparedChunk,
+    options: PipelineOptions,
+    scorer: Scorer | None,
+    progress: Progress | None = None,
+) -> ChunkResult:
+    """Run the model on a prepared chunk and build its output table, rows in input order."""
+    import pyarrow as pa
+
+    records, extractions = pc.records, pc.extractions
     replace = looks_scored(records[0].keys()) if records else False
     table = _input_table(records, replace)
     n = len(records)
@@ -254,16 +282,13 @@ def process_chunk(
     }
     unique = 0
     if options.score:
-        if scorer is None:
-            raise ValueError("scoring requested without a scorer")
-        questions = [r[fields.question] for r in records]
-        codes = [e.code for e in extractions]
         tick = (lambda k, t: progress.advance(k, t)) if progress else None
-        res = scorer.score_pairs(questions, codes, progress=tick)
+        res = scorer.run(pc.prepared, progress=tick)
         unique = res.unique_scored
         if progress:
             # Rows not run through the model (duplicates, no code) still count as done.
             progress.advance(n - unique, 0)
+        # A program too long to score whole is not scored at all: flagged, reward 0.
         valid = [e.valid and not res.too_long[i] for i, e in enumerate(extractions)]
         cols["code_valid"] = pa.array(valid, pa.bool_())
         cols["score"] = pa.array(res.score, pa.float64())
@@ -279,7 +304,21 @@ def process_chunk(
         table = (
             table.append_column(name, arr) if table.num_columns or n == 0 else pa.table({name: arr})
         )
-    return ChunkResult(table, bad, unique)
+    return ChunkResult(table, pc.bad, unique)
+
+
+def process_chunk(
+    chunk: Chunk,
+    fields: Fields,
+    options: PipelineOptions,
+    scorer: Scorer | None,
+    on_bad_row: str = "error",
+    progress: Progress | None = None,
+) -> ChunkResult:
+    """Validate, extract and (optionally) score one chunk; rows keep their input order."""
+    return finish_chunk(
+        prepare_chunk(chunk, fields, options, scorer, on_bad_row), options, scorer, progress
+    )
 
 
 def _location_order(chunk: Chunk, bad: BadRow) -> int:

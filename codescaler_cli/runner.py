@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 from .checkpoint import PartialRun, PartInfo
 from .errors import InputError, UsageError
 from .io import (
+    Chunk,
     InputSpec,
+    atomic_path,
     check_output_path,
     count_rows,
     dumps_row,
@@ -23,11 +26,13 @@ from .model import ModelOptions, RewardModel
 from .pipeline import (
     Fields,
     PipelineOptions,
+    PreparedChunk,
     Progress,
     RunSummary,
     default_rejected_path,
+    finish_chunk,
     first_fields,
-    process_chunk,
+    prepare_chunk,
     provenance,
     summarize_chunk,
 )
@@ -137,37 +142,50 @@ def run_job(
             if msg:
                 progress.message(msg)
         out = stdout if stdout is not None else sys.stdout
-        for chunk in iter_chunks(specs, cfg.chunk_size, stdin=stdin):
+        chunks = iter_chunks(specs, cfg.chunk_size, stdin=stdin)
+
+        def step() -> tuple[Chunk, PreparedChunk | None] | None:
+            # Runs one chunk ahead in a worker thread: reading, extraction and tokenization
+            # overlap with the forward passes of the previous chunk.
+            nonlocal fields, pipeline
+            chunk = next(chunks, None)
+            if chunk is None:
+                return None
             if fields is None:
                 fields = first_fields(chunk, cfg.pipeline, specs[0].name)
                 pipeline = replace(
                     cfg.pipeline, question_field=fields.question, response_field=fields.response
                 )
             if partial is not None and partial.done(chunk.index):
-                info = partial.parts[chunk.index]
-                _add_resumed(summary, partial, chunk.index, info)
-                progress.advance(info.rows_written, 0)
-                continue
-            result = process_chunk(
-                chunk, fields, pipeline, scorer(), on_bad_row=cfg.on_bad_row, progress=progress
-            )
-            rejected_rows = [
-                {"location": b.location, "reason": b.reason, "row": b.raw} for b in result.bad
-            ]
-            summarize_chunk(summary, result, chunk.n_read)
-            if partial is not None:
-                info = PartInfo(
-                    chunk.n_read, result.table.num_rows, len(result.bad), result.unique_scored
-                )
-                partial.write_part(chunk.index, result.table, rejected_rows, info)
-            else:
+                return chunk, None
+            return chunk, prepare_chunk(chunk, fields, pipeline, scorer(), cfg.on_bad_row)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="codescaler-prep") as pool:
+            ahead = pool.submit(step)
+            while (item := ahead.result()) is not None:
+                ahead = pool.submit(step)
+                chunk, prepared = item
+                if prepared is None:
+                    info = partial.parts[chunk.index]
+                    _add_resumed(summary, partial, chunk.index, info)
+                    progress.advance(info.rows_written, 0)
+                    continue
+                result = finish_chunk(prepared, pipeline, state["scorer"], progress)
+                rejected_rows = [
+                    {"location": b.location, "reason": b.reason, "row": b.raw} for b in result.bad
+                ]
+                summarize_chunk(summary, result, chunk.n_read)
+                if partial is not None:
+                    info = PartInfo(
+                        chunk.n_read, result.table.num_rows, len(result.bad), result.unique_scored
+                    )
+                    partial.write_part(chunk.index, result.table, rejected_rows, info)
+                    continue
                 for row in result.table.to_pylist():
                     out.write(dumps_row(row) + "\n")
                 out.flush()
                 if rejected_rows:
                     if rejected_fh is None:
-                        from .io import atomic_path
-
                         fd, rejected_tmp = atomic_path(rejected_path)
                         rejected_fh = os.fdopen(fd, "w", encoding="utf-8")
                     for row in rejected_rows:

@@ -28,6 +28,10 @@ class ScoringOptions:
     dedup: bool = True
     prefix_reuse: bool = True
     min_prefix_tokens: int = 16
+    # Score several problems' candidates in one forward pass (needs a padding mask over the
+    # cached prompts). None: on accelerators, where bigger batches pay; off on CPU, where the
+    # mask-free path is faster.
+    pack_groups: bool | None = None
     attention_mask: bool = False  # right padding makes it unnecessary for last-token pooling
 
 
@@ -47,6 +51,22 @@ class _Encoded:
     ids: list[int] | None  # None: does not fit even with an empty question
     truncated: bool
     full_length: int
+
+
+@dataclass
+class Prepared:
+    """Deduplicated, tokenized pairs ready for the model."""
+
+    owner: list[int]  # per input row: index into the unique pairs, -1 for no code
+    questions: list[str]
+    encoded: list[_Encoded]
+
+
+@dataclass
+class _Group:
+    members: list[int]  # indices into the unique pairs
+    prefix: list[int]
+    suffixes: list[list[int]]
 
 
 @dataclass
@@ -134,16 +154,9 @@ class Scorer:
 
     # ------------------------------------------------------------ scoring
 
-    def score_pairs(
-        self,
-        questions: Sequence[str],
-        codes: Sequence[str],
-        progress: ProgressFn | None = None,
-    ) -> PairScores:
-        """Score each (question, code); pairs with empty code get no score."""
+    def prepare(self, questions: Sequence[str], codes: Sequence[str]) -> Prepared:
+        """Dedup and tokenize (CPU work that can run ahead of the forward passes)."""
         n = len(questions)
-        result = PairScores([None] * n, [None] * n, [False] * n, [False] * n)
-        # Dedup: identical (question, code) pairs are scored once and fanned out.
         slot_of: dict[tuple[str, str], int] = {}
         uq: list[str] = []
         uc: list[str] = []
@@ -160,9 +173,15 @@ class Scorer:
                 uq.append(q)
                 uc.append(c)
             owner[i] = slot
-        encoded = self.encode_pairs(uq, uc)
-        scores = self._score_encoded(encoded, uq, progress)
-        for i, slot in enumerate(owner):
+        return Prepared(owner, uq, self.encode_pairs(uq, uc))
+
+    def run(self, prepared: Prepared, progress: ProgressFn | None = None) -> PairScores:
+        """Forward passes for prepared pairs; results fanned out to every input row."""
+        n = len(prepared.owner)
+        result = PairScores([None] * n, [None] * n, [False] * n, [False] * n)
+        encoded = prepared.encoded
+        scores = self._score_encoded(encoded, prepared.questions, progress)
+        for i, slot in enumerate(prepared.owner):
             if slot < 0:
                 continue
             enc = encoded[slot]
@@ -175,6 +194,15 @@ class Scorer:
             result.n_tokens[i] = len(enc.ids)
         result.unique_scored = sum(e.ids is not None for e in encoded)
         return result
+
+    def score_pairs(
+        self,
+        questions: Sequence[str],
+        codes: Sequence[str],
+        progress: ProgressFn | None = None,
+    ) -> PairScores:
+        """Score each (question, code); pairs with empty code get no score."""
+        return self.run(self.prepare(questions, codes), progress)
 
     def _score_encoded(
         self, encoded: list[_Encoded], questions: Sequence[str], progress: ProgressFn | None
@@ -202,12 +230,17 @@ class Scorer:
         scores: list[float | None],
         progress: ProgressFn | None,
     ) -> list[int]:
-        """Score best-of-N groups against their shared prompt; return items left over."""
-        groups: dict[str, list[int]] = {}
+        """Score best-of-N groups against their shared prompt; return items left over.
+
+        A group is the candidates of one question; its prompt (the longest token prefix
+        they all share) runs once, then every candidate runs only its own tokens.
+        """
+        by_question: dict[str, list[int]] = {}
         for i in todo:
-            groups.setdefault(questions[i], []).append(i)
+            by_question.setdefault(questions[i], []).append(i)
         rest: list[int] = []
-        for members in groups.values():
+        groups: list[_Group] = []
+        for members in by_question.values():
             if len(members) < 2:
                 rest.extend(members)
                 continue
@@ -217,50 +250,122 @@ class Scorer:
             if p < self.options.min_prefix_tokens:
                 rest.extend(members)
                 continue
+            groups.append(_Group(members, seqs[0][:p], [s[p:] for s in seqs]))
             self.stats.prefix_groups += 1
             self.stats.prefix_tokens_saved += p * (len(members) - 1)
-            kv = self.rm.prefix_cache(seqs[0][:p])
-            suffixes = [s[p:] for s in seqs]
-            # Budget counts the prefix too: its key/value states are expanded per row.
-            lengths = [len(s) + p for s in suffixes]
-            for batch in plan_batches(lengths, self.budget, self.options.max_batch_size):
-                part = [suffixes[j] for j in batch]
-                for j, s in zip(batch, self._forward(part, kv=kv, prefix_len=p), strict=True):
-                    scores[members[j]] = s
-                if progress:
-                    progress(len(batch), sum(len(seqs[j]) for j in batch))
-            del kv
+        pack = self.options.pack_groups
+        if pack is None:
+            pack = self.rm.device.type != "cpu"
+        for batch in self._plan_groups(groups, pack):
+            self._run_group_batch(batch, scores, progress)
         return rest
 
-    def _forward(self, seqs: list[list[int]], kv=None, prefix_len: int = 0) -> list[float]:
-        """One planned batch, halving it on out-of-memory without changing any score."""
+    def _plan_groups(self, groups: list[_Group], pack: bool) -> list[list[_Group]]:
+        """Pack whole groups into forward passes under the budget (rows x (prompt + answer))."""
+        groups = sorted(groups, key=lambda g: -len(g.prefix))
+        if not pack:
+            return [[g] for g in groups]
+        plans: list[list[_Group]] = []
+        cur: list[_Group] = []
+        rows = pmax = smax = 0
+        for g in groups:
+            g_smax = max(len(s) for s in g.suffixes)
+            n_rows = rows + len(g.suffixes)
+            cost = n_rows * (max(pmax, len(g.prefix)) + max(smax, g_smax))
+            if cur and (cost > self.budget or (self.options.max_batch_size or 1 << 30) < n_rows):
+                plans.append(cur)
+                cur, rows, pmax, smax = [], 0, 0, 0
+            cur.append(g)
+            rows += len(g.suffixes)
+            pmax = max(pmax, len(g.prefix))
+            smax = max(smax, g_smax)
+        if cur:
+            plans.append(cur)
+        return plans
+
+    def _run_group_batch(
+        self, batch: list[_Group], scores: list[float | None], progress: ProgressFn | None
+    ) -> None:
+        rows = [(gi, k) for gi, g in enumerate(batch) for k in range(len(g.suffixes))]
+        pmax = max(len(g.prefix) for g in batch)
+        lengths = [len(batch[gi].suffixes[k]) + pmax for gi, k in rows]
+        states = self._with_backoff(
+            lambda: self.rm.prefix_states([g.prefix for g in batch]), pmax * len(batch)
+        )
+        # A single big group may still need several passes; they share the prompt states.
+        for plan in plan_batches(lengths, self.budget, self.options.max_batch_size):
+            part = [rows[j] for j in plan]
+            out = self._forward_suffixes(states, batch, part, pmax)
+            for (gi, k), s in zip(part, out, strict=True):
+                scores[batch[gi].members[k]] = s
+            if progress:
+                progress(
+                    len(part),
+                    sum(len(batch[gi].prefix) + len(batch[gi].suffixes[k]) for gi, k in part),
+                )
+        del states
+
+    def _forward_suffixes(self, states, batch, part, pmax: int) -> list[float]:
+        seqs = [(gi, batch[gi].suffixes[k]) for gi, k in part]
         try:
-            if kv is None:
-                out = self.rm.score_ids(seqs, attention_mask=self.options.attention_mask)
-            else:
-                out = self.rm.score_with_prefix(kv, prefix_len, seqs)
+            out = self.rm.score_suffixes(states, seqs)
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            self._release_memory()
+            if len(part) < 2:
+                raise self._single_oom(pmax + len(seqs[0][1])) from None
+            self._note_oom(len(part), pmax + max(len(s) for _, s in seqs))
+            left, right = split_batch(part)
+            return self._forward_suffixes(states, batch, left, pmax) + self._forward_suffixes(
+                states, batch, right, pmax
+            )
+        self._count(len(part), sum(len(s) for _, s in seqs), max(len(s) for _, s in seqs))
+        return out
+
+    def _with_backoff(self, fn, size: int):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            self._release_memory()
+            raise ModelError(
+                f"out of memory computing prompt states ({size} tokens); lower "
+                "--max-tokens-per-batch or use --no-prefix-reuse"
+            ) from None
+
+    def _single_oom(self, n_tokens: int) -> ModelError:
+        return ModelError(
+            f"out of memory on a single sequence of {n_tokens} tokens; "
+            "lower --max-length or use a device with more memory"
+        )
+
+    def _note_oom(self, rows: int, width: int) -> None:
+        self.stats.oom_retries += 1
+        # Later batches are planned with the smaller budget, so the error does not repeat.
+        self.budget = max(width, min(self.budget, width * rows) // 2)
+        self.stats.budgets.append(self.budget)
+
+    def _count(self, rows: int, real: int, width: int) -> None:
+        self.stats.batches += 1
+        self.stats.real_tokens += real
+        self.stats.padded_tokens += width * rows
+
+    def _forward(self, seqs: list[list[int]]) -> list[float]:
+        """One planned batch, halved on out-of-memory without changing any score."""
+        try:
+            out = self.rm.score_ids(seqs, attention_mask=self.options.attention_mask)
         except Exception as exc:
             if not is_oom(exc):
                 raise
             self._release_memory()
             if len(seqs) < 2:
-                raise ModelError(
-                    f"out of memory on a single sequence of {len(seqs[0]) + prefix_len} tokens; "
-                    "lower --max-length or use a device with more memory"
-                ) from None
-            self.stats.oom_retries += 1
-            width = max(len(s) for s in seqs) + prefix_len
-            # Later batches are planned with the smaller budget, so the error does not repeat.
-            self.budget = max(width, min(self.budget, width * len(seqs)) // 2)
-            self.stats.budgets.append(self.budget)
-            left, right = split_batch(list(range(len(seqs))))
-            return self._forward([seqs[i] for i in left], kv, prefix_len) + self._forward(
-                [seqs[i] for i in right], kv, prefix_len
-            )
-        self.stats.batches += 1
-        width = max(len(s) for s in seqs)
-        self.stats.real_tokens += sum(len(s) for s in seqs)
-        self.stats.padded_tokens += width * len(seqs)
+                raise self._single_oom(len(seqs[0])) from None
+            self._note_oom(len(seqs), max(len(s) for s in seqs))
+            left, right = split_batch(seqs)
+            return self._forward(left) + self._forward(right)
+        self._count(len(seqs), sum(len(s) for s in seqs), max(len(s) for s in seqs))
         return out
 
     def _release_memory(self) -> None:

@@ -154,7 +154,7 @@ def test_forward_calls_skip_finished_chunks(tiny_model_dir, tmp_path):
 
     import codescaler_cli.runner as runner_mod
 
-    real = runner_mod.process_chunk
+    real = runner_mod.prepare_chunk
     seen = []
 
     def crash_on_third(chunk, *a, **k):
@@ -163,12 +163,12 @@ def test_forward_calls_skip_finished_chunks(tiny_model_dir, tmp_path):
         seen.append(chunk.index)
         return real(chunk, *a, **k)
 
-    runner_mod.process_chunk = crash_on_third
+    runner_mod.prepare_chunk = crash_on_third
     try:
         with pytest.raises(Crash):
             run_job(specs, cfg)
     finally:
-        runner_mod.process_chunk = real
+        runner_mod.prepare_chunk = real
     assert seen == [0, 1] and not out.exists()
     scored_again = []
 
@@ -176,11 +176,11 @@ def test_forward_calls_skip_finished_chunks(tiny_model_dir, tmp_path):
         scored_again.append(chunk.index)
         return real(chunk, *a, **k)
 
-    runner_mod.process_chunk = count
+    runner_mod.prepare_chunk = count
     try:
         summary = run_job(specs, cfg)
     finally:
-        runner_mod.process_chunk = real
+        runner_mod.prepare_chunk = real
     assert scored_again == [2, 3]
     assert summary.chunks_resumed == 2 and summary.rows_written == 40
 

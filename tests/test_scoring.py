@@ -59,9 +59,9 @@ def test_lengths_really_differ(rm):
 
 
 @pytest.mark.parametrize("budget", [64, 700, 4096, 10**6])
-@pytest.mark.parametrize("prefix_reuse", [False, True])
-def test_matches_single_candidate_reference(rm, reference, budget, prefix_reuse):
-    res, scorer = _score(rm, max_tokens_per_batch=budget, prefix_reuse=prefix_reuse)
+@pytest.mark.parametrize(("prefix_reuse", "pack"), [(False, None), (True, False), (True, True)])
+def test_matches_single_candidate_reference(rm, reference, budget, prefix_reuse, pack):
+    res, scorer = _score(rm, max_tokens_per_batch=budget, prefix_reuse=prefix_reuse, pack_groups=pack)
     assert all(s is not None for s in res.score)
     diff = max(abs(a - b) for a, b in zip(res.score, reference, strict=True))
     assert diff <= TOL
@@ -126,7 +126,7 @@ def test_code_longer_than_max_length_is_flagged_not_cut(rm):
 
 
 def _oom_when_wider_than(rm, monkeypatch, limit):
-    real_ids, real_prefix = rm.score_ids, rm.score_with_prefix
+    real_ids, real_suffixes = rm.score_ids, rm.score_suffixes
     calls = {"oom": 0}
 
     def check(seqs, extra=0):
@@ -138,19 +138,19 @@ def _oom_when_wider_than(rm, monkeypatch, limit):
         check(seqs)
         return real_ids(seqs, **kw)
 
-    def fake_prefix(kv, p, seqs):
-        check(seqs, p)
-        return real_prefix(kv, p, seqs)
+    def fake_suffixes(states, rows):
+        check([s for _, s in rows], max(states.lengths))
+        return real_suffixes(states, rows)
 
     monkeypatch.setattr(rm, "score_ids", fake_ids)
-    monkeypatch.setattr(rm, "score_with_prefix", fake_prefix)
+    monkeypatch.setattr(rm, "score_suffixes", fake_suffixes)
     return calls
 
 
-@pytest.mark.parametrize("prefix_reuse", [False, True])
-def test_out_of_memory_halves_batches_and_keeps_scores(rm, reference, monkeypatch, prefix_reuse):
+@pytest.mark.parametrize(("prefix_reuse", "pack"), [(False, None), (True, False), (True, True)])
+def test_out_of_memory_halves_batches_and_keeps_scores(rm, reference, monkeypatch, prefix_reuse, pack):
     calls = _oom_when_wider_than(rm, monkeypatch, 1500)
-    res, scorer = _score(rm, max_tokens_per_batch=20_000, prefix_reuse=prefix_reuse)
+    res, scorer = _score(rm, max_tokens_per_batch=20_000, prefix_reuse=prefix_reuse, pack_groups=pack)
     assert calls["oom"] > 0 and scorer.stats.oom_retries == calls["oom"]
     assert scorer.budget < 20_000
     diff = max(abs(a - b) for a, b in zip(res.score, reference, strict=True))
@@ -174,6 +174,18 @@ def test_other_errors_are_not_swallowed(rm, monkeypatch):
     monkeypatch.setattr(rm, "score_ids", boom)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         Scorer(rm, ScoringOptions(prefix_reuse=False)).score_pairs(["q"], ["x = 1\n"])
+
+
+def test_packed_groups_with_different_prompt_lengths(rm, tiny_model_dir):
+    """Several problems in one pass: shorter prompts are padded and masked."""
+    questions = ["Short task.", "A much longer task statement. " * 15, "Medium task, some words. " * 4]
+    pairs = [(q, _code(n, 10 * k + n)) for k, q in enumerate(questions) for n in (1, 4, 9)]
+    ref = model_card_scores(str(tiny_model_dir), pairs=pairs, batch=False, max_length=4096)
+    scorer = Scorer(rm, ScoringOptions(pack_groups=True, max_tokens_per_batch=10**6))
+    res = scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])
+    assert scorer.stats.prefix_groups == 3
+    assert scorer.stats.batches == 1  # all three problems in one suffix pass
+    assert max(abs(a - b) for a, b in zip(res.score, ref, strict=True)) <= TOL
 
 
 def test_common_prefix_len():
