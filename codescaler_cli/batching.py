@@ -15,11 +15,14 @@ def plan_batches(
     lengths: Sequence[int],
     max_tokens: int,
     max_batch_size: int | None = None,
+    max_padding: float | None = None,
 ) -> list[list[int]]:
     """Group item indices into batches whose padded size stays within ``max_tokens``.
 
     Items are taken longest first; an item longer than the budget gets a batch of its
-    own (it still has to be scored). Every index appears in exactly one batch.
+    own (it still has to be scored). With ``max_padding`` a batch is also closed before
+    its padding would exceed that fraction of its tokens (useful where small batches
+    cost little, as on CPU). Every index appears in exactly one batch.
     """
     if max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
@@ -28,16 +31,19 @@ def plan_batches(
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
-    current_max = 0
+    current_max = current_real = 0
     for i in order:
         n = max(int(lengths[i]), 1)
         width = max(current_max, n)
+        size = width * (len(current) + 1)
         full = max_batch_size is not None and len(current) >= max_batch_size
-        if current and (width * (len(current) + 1) > max_tokens or full):
+        padded = max_padding is not None and size - current_real - n > max_padding * size
+        if current and (size > max_tokens or full or padded):
             batches.append(current)
-            current, width = [], n
+            current, width, current_real = [], n, 0
         current.append(i)
         current_max = width
+        current_real += n
     if current:
         batches.append(current)
     return batches

@@ -306,6 +306,12 @@ def load_reward_model(options: ModelOptions) -> RewardModel:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     transformers.logging.set_verbosity_error()
+    try:  # the Hub client logs each network retry; our one-line error says it better
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
+        pass
     transformers.logging.disable_progress_bar()  # our own progress display owns stderr
     name = options.model
     device = resolve_device(options.device)

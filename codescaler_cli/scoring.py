@@ -293,7 +293,10 @@ class Scorer:
             lambda: self.rm.prefix_states([g.prefix for g in batch]), pmax * len(batch)
         )
         # A single big group may still need several passes; they share the prompt states.
-        for plan in plan_batches(lengths, self.budget, self.options.max_batch_size):
+        # Unpacked (CPU), a group's answers are not sorted against other groups' answers,
+        # so cap their padding instead: small batches cost little there.
+        max_pad = None if len(batch) > 1 or self.rm.device.type != "cpu" else 0.1
+        for plan in plan_batches(lengths, self.budget, self.options.max_batch_size, max_pad):
             part = [rows[j] for j in plan]
             out = self._forward_suffixes(states, batch, part, pmax)
             for (gi, k), s in zip(part, out, strict=True):

@@ -705,6 +705,9 @@ def build_tiny_reward_model(
     out.mkdir(parents=True, exist_ok=True)
     for name in _ARTIFACTS:  # a rebuild into the same dir must not keep e.g. an old template
         (out / name).unlink(missing_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bars in test/benchmark output
     model.save_pretrained(out)
     tok.save_pretrained(out)
     if pad_id is None:

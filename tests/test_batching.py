@@ -57,3 +57,13 @@ def test_split_batch():
     assert split_batch([4, 5, 6]) == ([4], [5, 6])
     with pytest.raises(ValueError):
         split_batch([1])
+
+
+def test_max_padding_closes_batches_early():
+    lengths = [100, 98, 60, 59, 58, 10]
+    assert plan_batches(lengths, 10_000) == [[0, 1, 2, 3, 4, 5]]
+    batches = plan_batches(lengths, 10_000, max_padding=0.1)
+    assert batches == [[0, 1], [2, 3, 4], [5]]
+    for b in batches:
+        real, padded = padding_stats(lengths, [b])
+        assert padded - real <= 0.1 * padded

@@ -1,0 +1,327 @@
+"""Scoring throughput: the model card's code path vs codescaler's pipeline, same inputs, one run.
+
+    python benchmarks/throughput.py                      # CPU, mid-size Qwen3, fp32 (a few minutes)
+    python benchmarks/throughput.py --profile tiny       # smoke run
+    python benchmarks/throughput.py --profile qwen3-1.7b --device cuda   # GPU profile, bf16, MFU
+
+Inputs are best-of-N style: problems with N candidates each, prompt and answer lengths
+drawn from realistic ranges (real Qwen token counts with the `mid`/`qwen3-1.7b`
+profiles), some duplicate candidates. The baseline is the model card's snippet run in
+input order with a fixed batch of 16, padded to the batch max, with the attention mask.
+Every codescaler row starts from raw responses (extraction and tokenization included)
+and must match the baseline's scores (max |diff| printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROFILES = {
+    # name: model shape, token-length ranges (prompt, answer), default problems x N
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, tokenizer="bpe", prompt=(150, 600), answer=(60, 400),
+                 problems=24, n=8),
+    "mid": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4,
+                intermediate_size=1536, tokenizer="qwen", prompt=(250, 900), answer=(80, 600),
+                problems=12, n=8),
+    "qwen3-1.7b": dict(hidden_size=2048, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, intermediate_size=6144, tokenizer="qwen",
+                       prompt=(300, 1500), answer=(150, 1200), problems=96, n=8),
+}
+
+WORDS = (
+    "given array integer return string list number each element find sum maximum minimum "
+    "order sorted query output input example constraint length value index pair subarray "
+    "count distinct characters graph node edge path shortest tree binary search matrix row "
+    "column prefix suffix window modulo prime divisor operation test case line print read"
+).split()
+
+
+def _prose(rng: random.Random, n_chars: int) -> str:
+    out: list[str] = []
+    size = 0
+    while size < n_chars:
+        sent = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 16))).capitalize() + "."
+        if rng.random() < 0.15:
+            sent += f"\n\nExample {rng.randint(1, 9)}:\nInput: {[rng.randint(0, 99) for _ in range(6)]}\nOutput: {rng.randint(0, 999)}\n"
+        out.append(sent)
+        size += len(sent) + 1
+    return " ".join(out)
+
+
+def _code(rng: random.Random, n_chars: int, tag: int) -> str:
+    lines = [f"def solve_{tag}(nums, k):", "    total = 0", "    seen = {}"]
+    size = sum(len(x) for x in lines)
+    i = 0
+    while size < n_chars:
+        v = rng.choice(WORDS)
+        line = rng.choice([
+            f"    for {v}_{i} in range(len(nums)):",
+            f"        total += nums[{v}_{i - 1 if i else 0}] * {rng.randint(1, 9)}",
+            f"    if total % {rng.randint(2, 97)} == {rng.randint(0, 5)}:",
+            f"        seen[{v!r}] = seen.get({v!r}, 0) + {i}",
+            f"    {v}_{i} = sorted(nums)[{rng.randint(0, 5)}:]  # keep the {v} part",
+        ])
+        if line.endswith(":"):
+            lines.append(line)
+            line = "        pass"
+        lines.append(line)
+        size += len(line)
+        i += 1
+    lines.append("    return total")
+    return "\n".join(lines) + "\n"
+
+
+def make_records(problems: int, n: int, prompt: tuple[int, int], answer: tuple[int, int], seed: int = 0,
+                 dup_rate: float = 0.15) -> list[dict]:
+    """Best-of-N candidates; lengths log-uniform in the token ranges (about 4 chars/token)."""
+    rng = random.Random(seed)
+
+    def loguniform(lo: int, hi: int) -> int:
+        return int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+    records = []
+    for p in range(problems):
+        question = _prose(rng, 4 * loguniform(*prompt))
+        cands: list[str] = []
+        for k in range(n):
+            if cands and rng.random() < dup_rate:
+                cands.append(rng.choice(cands))
+                continue
+            code = _code(rng, 3 * loguniform(*answer), tag=p * 100 + k)
+            cands.append(f"Here is my solution.\n\n```python\n{code}```\n\nIt runs in linear time.")
+        records += [{"problem_id": f"p{p}", "question": question, "response": r} for r in cands]
+    return records
+
+
+@dataclass
+class Row:
+    name: str
+    seconds: float
+    candidates: int
+    real_tokens: int
+    processed_tokens: int
+    max_diff: float | None
+    flops: float = 0.0
+
+    def as_list(self, base_rate: float, peak: float | None) -> list[str]:
+        rate = self.candidates / self.seconds
+        pad = 1 - self.real_tokens / self.processed_tokens if self.processed_tokens else 0.0
+        cells = [
+            self.name,
+            f"{rate:,.2f}",
+            f"{self.real_tokens / self.seconds:,.0f}",
+            f"{100 * pad:.1f}%",
+            f"{rate / base_rate:.2f}x",
+            "-" if self.max_diff is None else f"{self.max_diff:.1e}",
+        ]
+        if peak:
+            cells.append(f"{100 * self.flops / self.seconds / peak:.1f}%")
+        return cells
+
+
+def model_flops(lengths_with_context: list[tuple[int, int]], cfg) -> float:
+    """2 * non-embedding params per token + causal attention, for (new tokens, context) pairs."""
+    h, layers = cfg.hidden_size, cfg.num_hidden_layers
+    hd = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
+    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    per_layer = h * q + 2 * h * kv + q * h + 3 * h * cfg.intermediate_size
+    params = layers * per_layer + h  # + score head
+    total = 0.0
+    for new, ctx in lengths_with_context:
+        total += 2 * params * new
+        # QK^T and AV: each query attends to ctx + its position in the new tokens.
+        total += 2 * 2 * layers * q * (new * ctx + new * (new + 1) / 2)
+    return total
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def baseline(rm, pairs: list[tuple[str, str]], device: str, max_length: int = 4096) -> tuple[Row, list[float]]:
+    """The model card's snippet: input order, fixed batch 16, padded to the batch max, with mask."""
+    import torch
+
+    tok, model = rm.tokenizer, rm.model
+    scores: list[float] = []
+    real = processed = 0
+    sync(device)
+    t0 = time.perf_counter()
+    for start in range(0, len(pairs), 16):
+        convs = [[{"role": "user", "content": q}, {"role": "assistant", "content": c}]
+                 for q, c in pairs[start:start + 16]]
+        texts = [tok.apply_chat_template(conv, tokenize=False) for conv in convs]
+        toks = tok(texts, truncation=True, padding=True, max_length=max_length, return_tensors="pt")
+        real += int(toks["attention_mask"].sum())
+        processed += int(toks["input_ids"].numel())
+        with torch.no_grad():
+            out = model(input_ids=toks["input_ids"].to(device), attention_mask=toks["attention_mask"].to(device))
+        scores += out.logits.squeeze(-1).float().cpu().tolist()
+    sync(device)
+    return Row("baseline (model card, batch 16)", time.perf_counter() - t0, len(pairs), real, processed, None), scores
+
+
+def pipeline_run(rm, records: list[dict], name: str, device: str, ref: list[float] | None, **opts) -> tuple[Row, list]:
+    from codescaler_cli.io import Chunk
+    from codescaler_cli.pipeline import Fields, PipelineOptions, process_chunk
+    from codescaler_cli.scoring import Scorer, ScoringOptions
+
+    scorer = Scorer(rm, ScoringOptions(**opts))
+    rm.forward_tokens = 0
+    chunk = Chunk(0, records, [str(i) for i in range(len(records))])
+    sync(device)
+    t0 = time.perf_counter()
+    result = process_chunk(chunk, Fields("question", "response"), PipelineOptions(), scorer)
+    sync(device)
+    dt = time.perf_counter() - t0
+    scores = result.table.column("score").to_pylist()
+    diff = None
+    if ref is not None:
+        diff = max(abs(a - b) for a, b in zip(scores, ref, strict=True))
+    st = scorer.stats
+    processed = rm.forward_tokens
+    real = st.real_tokens + (processed - st.padded_tokens)  # prompt passes are (nearly) unpadded
+    return Row(name, dt, len(records), min(real, processed), processed, diff), scores
+
+
+def matmul_peak(device: str, dtype) -> float:
+    import torch
+
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    sync(device)
+    return 10 * 2 * n**3 / (time.perf_counter() - t0)
+
+
+def load_model(profile: str, device: str, dtype: str, workdir: Path, tokenizer_dir: str | None):
+    """Tiny/mid: built, saved and loaded through the CLI's own loader. 1.7B: random weights in memory."""
+    import torch
+
+    from codescaler_cli.model import ModelOptions, RewardModel, load_reward_model
+    from codescaler_cli.testing import build_tiny_reward_model, build_tokenizer
+
+    spec = {k: v for k, v in PROFILES[profile].items() if k not in ("prompt", "answer", "problems", "n")}
+    kind = spec.pop("tokenizer")
+    if profile != "qwen3-1.7b":
+        tok = kind
+        if kind == "qwen" and tokenizer_dir:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        path = build_tiny_reward_model(workdir / profile, tokenizer=tok, **spec)
+        return load_reward_model(ModelOptions(model=str(path), device=device, dtype=dtype))
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else build_tokenizer("qwen")
+    cfg = Qwen3Config(vocab_size=151936, max_position_embeddings=40960, rms_norm_eps=1e-6,
+                      tie_word_embeddings=True, num_labels=1, pad_token_id=tok.pad_token_id, **spec)
+    cfg._attn_implementation = "sdpa"
+    torch_dtype = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+                   "float16": torch.float16}[dtype]
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen3ForSequenceClassification(cfg).to(torch_dtype).eval()
+    return RewardModel(tok, model, name="random Qwen3-1.7B", revision=None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="mid")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--problems", type=int)
+    ap.add_argument("--n", type=int, help="candidates per problem")
+    ap.add_argument("--budget", type=int, help="--max-tokens-per-batch for codescaler rows")
+    ap.add_argument("--tokenizer-dir", help="a saved Qwen tokenizer (skips the offline conversion)")
+    ap.add_argument("--only-default", action="store_true", help="skip the ablation rows")
+    ap.add_argument("--oom-check", action="store_true", help="GPU: force a real OOM and check recovery")
+    ap.add_argument("--json", help="write the rows as JSON here")
+    args = ap.parse_args()
+
+    import torch
+
+    prof = PROFILES[args.profile]
+    problems = args.problems or prof["problems"]
+    n = args.n or prof["n"]
+    records = make_records(problems, n, prof["prompt"], prof["answer"])
+    torch.set_grad_enabled(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        rm = load_model(args.profile, args.device, args.dtype, Path(tmp), args.tokenizer_dir)
+    from codescaler_cli.extract import extract_code
+
+    pairs = [(r["question"], extract_code(r["response"]).code) for r in records]
+    lengths = [len(x) for x in rm.encode([rm.render(q, c) for q, c in pairs])]
+    print(f"profile {args.profile}: {sum(p.numel() for p in rm.model.parameters()) / 1e6:.0f}M params, "
+          f"{rm.dtype}, {rm.device}; {problems} problems x {n} candidates; tokens/candidate "
+          f"median {statistics.median(lengths):.0f}, max {max(lengths)}", file=sys.stderr)
+    # Warm up kernels and allocators on a few candidates.
+    baseline(rm, pairs[:4], args.device)
+    peak = None
+    if args.device.startswith("cuda"):
+        peak = matmul_peak(args.device, rm.dtype)
+        print(f"measured {rm.dtype} matmul peak: {peak / 1e12:.0f} TFLOP/s", file=sys.stderr)
+
+    base_row, ref = baseline(rm, pairs, args.device)
+    budget = args.budget
+    default = dict(max_tokens_per_batch=budget)
+    configs = [
+        ("codescaler (all optimisations)", default),
+    ]
+    if not args.only_default:
+        configs = [
+            ("sorted + token budget (mask on)", dict(default, attention_mask=True, dedup=False, prefix_reuse=False)),
+            ("+ no attention mask", dict(default, dedup=False, prefix_reuse=False)),
+            ("+ dedup", dict(default, prefix_reuse=False)),
+            *configs,
+        ]
+    rows = [base_row]
+    cfg = rm.model.config
+    sizes = [(L, 0) for L in lengths]
+    base_row.flops = model_flops(sizes, cfg)
+    for name, opts in configs:
+        row, _ = pipeline_run(rm, records, name, args.device, ref, **opts)
+        # Useful work: every candidate's full sequence, as if scored alone.
+        row.flops = base_row.flops
+        rows.append(row)
+    header = ["path", "cand/s", "real tok/s", "padding", "speedup", "max |diff|"]
+    if peak:
+        header.append("MFU (vs measured peak)")
+    table = [header, ["---"] * len(header)]
+    table += [r.as_list(rows[0].candidates / rows[0].seconds, peak) for r in rows]
+    print("\n".join("| " + " | ".join(c) + " |" for c in table))
+    print(f"\nmachine: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}, "
+          f"torch {torch.__version__}, {os.cpu_count()} CPUs; `python benchmarks/throughput.py "
+          f"{' '.join(sys.argv[1:])}`")
+    if args.oom_check and args.device.startswith("cuda"):
+        row, scores = pipeline_run(rm, records, "forced OOM (budget 4M tokens)", args.device, ref,
+                                   max_tokens_per_batch=4_000_000, prefix_reuse=False)
+        print(f"OOM check: max |diff| {row.max_diff:.1e}, {row.candidates / row.seconds:.1f} cand/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1))
+
+
+if __name__ == "__main__":
+    main()
