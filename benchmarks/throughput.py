@@ -30,23 +30,100 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PROFILES = {
     # name: model shape, token-length ranges (prompt, answer), default problems x N
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, tokenizer="bpe", prompt=(150, 600), answer=(60, 400),
-                 problems=24, n=8),
-    "mid": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4,
-                intermediate_size=1536, tokenizer="qwen", prompt=(250, 900), answer=(80, 600),
-                problems=12, n=8),
-    "qwen3-1.7b": dict(hidden_size=2048, num_hidden_layers=28, num_attention_heads=16,
-                       num_key_value_heads=8, head_dim=128, intermediate_size=6144, tokenizer="qwen",
-                       prompt=(300, 1500), answer=(150, 1200), problems=96, n=8),
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        tokenizer="bpe",
+        prompt=(150, 600),
+        answer=(60, 400),
+        problems=24,
+        n=8,
+    ),
+    # score_gain keeps the random score head's outputs in the real model's range (|score| < ~10).
+    "mid": dict(
+        hidden_size=512,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        intermediate_size=1536,
+        tokenizer="qwen",
+        score_gain=2.0,
+        prompt=(250, 900),
+        answer=(80, 600),
+        problems=12,
+        n=8,
+    ),
+    "qwen3-1.7b": dict(
+        hidden_size=2048,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        intermediate_size=6144,
+        tokenizer="qwen",
+        prompt=(300, 1500),
+        answer=(150, 1200),
+        problems=96,
+        n=8,
+    ),
 }
 
-WORDS = (
-    "given array integer return string list number each element find sum maximum minimum "
-    "order sorted query output input example constraint length value index pair subarray "
-    "count distinct characters graph node edge path shortest tree binary search matrix row "
-    "column prefix suffix window modulo prime divisor operation test case line print read"
-).split()
+WORDS = [
+    "given",
+    "array",
+    "integer",
+    "return",
+    "string",
+    "list",
+    "number",
+    "each",
+    "element",
+    "find",
+    "sum",
+    "maximum",
+    "minimum",
+    "order",
+    "sorted",
+    "query",
+    "output",
+    "input",
+    "example",
+    "constraint",
+    "length",
+    "value",
+    "index",
+    "pair",
+    "subarray",
+    "count",
+    "distinct",
+    "characters",
+    "graph",
+    "node",
+    "edge",
+    "path",
+    "shortest",
+    "tree",
+    "binary",
+    "search",
+    "matrix",
+    "row",
+    "column",
+    "prefix",
+    "suffix",
+    "window",
+    "modulo",
+    "prime",
+    "divisor",
+    "operation",
+    "test",
+    "case",
+    "line",
+    "print",
+    "read",
+]
 
 
 def _prose(rng: random.Random, n_chars: int) -> str:
@@ -67,13 +144,15 @@ def _code(rng: random.Random, n_chars: int, tag: int) -> str:
     i = 0
     while size < n_chars:
         v = rng.choice(WORDS)
-        line = rng.choice([
-            f"    for {v}_{i} in range(len(nums)):",
-            f"        total += nums[{v}_{i - 1 if i else 0}] * {rng.randint(1, 9)}",
-            f"    if total % {rng.randint(2, 97)} == {rng.randint(0, 5)}:",
-            f"        seen[{v!r}] = seen.get({v!r}, 0) + {i}",
-            f"    {v}_{i} = sorted(nums)[{rng.randint(0, 5)}:]  # keep the {v} part",
-        ])
+        line = rng.choice(
+            [
+                f"    for {v}_{i} in range(len(nums)):",
+                f"        total += nums[{v}_{i - 1 if i else 0}] * {rng.randint(1, 9)}",
+                f"    if total % {rng.randint(2, 97)} == {rng.randint(0, 5)}:",
+                f"        seen[{v!r}] = seen.get({v!r}, 0) + {i}",
+                f"    {v}_{i} = sorted(nums)[{rng.randint(0, 5)}:]  # keep the {v} part",
+            ]
+        )
         if line.endswith(":"):
             lines.append(line)
             line = "        pass"
@@ -84,8 +163,14 @@ def _code(rng: random.Random, n_chars: int, tag: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_records(problems: int, n: int, prompt: tuple[int, int], answer: tuple[int, int], seed: int = 0,
-                 dup_rate: float = 0.15) -> list[dict]:
+def make_records(
+    problems: int,
+    n: int,
+    prompt: tuple[int, int],
+    answer: tuple[int, int],
+    seed: int = 0,
+    dup_rate: float = 0.15,
+) -> list[dict]:
     """Best-of-N candidates; lengths log-uniform in the token ranges (about 4 chars/token)."""
     rng = random.Random(seed)
 
@@ -111,10 +196,12 @@ class Row:
     name: str
     seconds: float
     candidates: int
-    real_tokens: int
-    processed_tokens: int
+    real_tokens: int  # non-padding tokens the forward passes processed
+    processed_tokens: int  # including padding
     max_diff: float | None
     flops: float = 0.0
+    peak_gib: float | None = None
+    useful_tokens: int = 0  # every candidate's full sequence, as if scored alone
 
     def as_list(self, base_rate: float, peak: float | None) -> list[str]:
         rate = self.candidates / self.seconds
@@ -122,13 +209,14 @@ class Row:
         cells = [
             self.name,
             f"{rate:,.2f}",
-            f"{self.real_tokens / self.seconds:,.0f}",
+            f"{self.useful_tokens / self.seconds:,.0f}",
             f"{100 * pad:.1f}%",
             f"{rate / base_rate:.2f}x",
             "-" if self.max_diff is None else f"{self.max_diff:.1e}",
         ]
         if peak:
             cells.append(f"{100 * self.flops / self.seconds / peak:.1f}%")
+            cells.append("-" if self.peak_gib is None else f"{self.peak_gib:.1f}")
         return cells
 
 
@@ -154,7 +242,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def baseline(rm, pairs: list[tuple[str, str]], device: str, max_length: int = 4096) -> tuple[Row, list[float]]:
+def baseline(
+    rm, pairs: list[tuple[str, str]], device: str, max_length: int = 4096
+) -> tuple[Row, list[float]]:
     """The model card's snippet: input order, fixed batch 16, padded to the batch max, with mask."""
     import torch
 
@@ -164,26 +254,42 @@ def baseline(rm, pairs: list[tuple[str, str]], device: str, max_length: int = 40
     sync(device)
     t0 = time.perf_counter()
     for start in range(0, len(pairs), 16):
-        convs = [[{"role": "user", "content": q}, {"role": "assistant", "content": c}]
-                 for q, c in pairs[start:start + 16]]
+        convs = [
+            [{"role": "user", "content": q}, {"role": "assistant", "content": c}]
+            for q, c in pairs[start : start + 16]
+        ]
         texts = [tok.apply_chat_template(conv, tokenize=False) for conv in convs]
         toks = tok(texts, truncation=True, padding=True, max_length=max_length, return_tensors="pt")
         real += int(toks["attention_mask"].sum())
         processed += int(toks["input_ids"].numel())
         with torch.no_grad():
-            out = model(input_ids=toks["input_ids"].to(device), attention_mask=toks["attention_mask"].to(device))
+            out = model(
+                input_ids=toks["input_ids"].to(device),
+                attention_mask=toks["attention_mask"].to(device),
+            )
         scores += out.logits.squeeze(-1).float().cpu().tolist()
     sync(device)
-    return Row("baseline (model card, batch 16)", time.perf_counter() - t0, len(pairs), real, processed, None), scores
+    return Row(
+        "baseline (model card, batch 16)",
+        time.perf_counter() - t0,
+        len(pairs),
+        real,
+        processed,
+        None,
+    ), scores
 
 
-def pipeline_run(rm, records: list[dict], name: str, device: str, ref: list[float] | None, **opts) -> tuple[Row, list]:
+def pipeline_run(rm, records: list[dict], name: str, device: str, ref: list[float] | None, **opts):
     from codescaler_cli.io import Chunk
     from codescaler_cli.pipeline import Fields, PipelineOptions, process_chunk
     from codescaler_cli.scoring import Scorer, ScoringOptions
 
     scorer = Scorer(rm, ScoringOptions(**opts))
     rm.forward_tokens = 0
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
     chunk = Chunk(0, records, [str(i) for i in range(len(records))])
     sync(device)
     t0 = time.perf_counter()
@@ -197,7 +303,12 @@ def pipeline_run(rm, records: list[dict], name: str, device: str, ref: list[floa
     st = scorer.stats
     processed = rm.forward_tokens
     real = st.real_tokens + (processed - st.padded_tokens)  # prompt passes are (nearly) unpadded
-    return Row(name, dt, len(records), min(real, processed), processed, diff), scores
+    row = Row(name, dt, len(records), min(real, processed), processed, diff)
+    if device.startswith("cuda"):
+        import torch
+
+        row.peak_gib = torch.cuda.max_memory_allocated() / 2**30
+    return row, scores, scorer
 
 
 def matmul_peak(device: str, dtype) -> float:
@@ -223,7 +334,9 @@ def load_model(profile: str, device: str, dtype: str, workdir: Path, tokenizer_d
     from codescaler_cli.model import ModelOptions, RewardModel, load_reward_model
     from codescaler_cli.testing import build_tiny_reward_model, build_tokenizer
 
-    spec = {k: v for k, v in PROFILES[profile].items() if k not in ("prompt", "answer", "problems", "n")}
+    spec = {
+        k: v for k, v in PROFILES[profile].items() if k not in ("prompt", "answer", "problems", "n")
+    }
     kind = spec.pop("tokenizer")
     if profile != "qwen3-1.7b":
         tok = kind
@@ -236,11 +349,22 @@ def load_model(profile: str, device: str, dtype: str, workdir: Path, tokenizer_d
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForSequenceClassification
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir else build_tokenizer("qwen")
-    cfg = Qwen3Config(vocab_size=151936, max_position_embeddings=40960, rms_norm_eps=1e-6,
-                      tie_word_embeddings=True, num_labels=1, pad_token_id=tok.pad_token_id, **spec)
+    cfg = Qwen3Config(
+        vocab_size=151936,
+        max_position_embeddings=40960,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+        **spec,
+    )
     cfg._attn_implementation = "sdpa"
-    torch_dtype = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float32": torch.float32,
-                   "float16": torch.float16}[dtype]
+    torch_dtype = {
+        "auto": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "float32": torch.float32,
+        "float16": torch.float16,
+    }[dtype]
     torch.manual_seed(0)
     with torch.device(device):
         model = Qwen3ForSequenceClassification(cfg).to(torch_dtype).eval()
@@ -248,7 +372,9 @@ def load_model(profile: str, device: str, dtype: str, workdir: Path, tokenizer_d
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--profile", choices=sorted(PROFILES), default="mid")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="auto")
@@ -257,7 +383,9 @@ def main() -> None:
     ap.add_argument("--budget", type=int, help="--max-tokens-per-batch for codescaler rows")
     ap.add_argument("--tokenizer-dir", help="a saved Qwen tokenizer (skips the offline conversion)")
     ap.add_argument("--only-default", action="store_true", help="skip the ablation rows")
-    ap.add_argument("--oom-check", action="store_true", help="GPU: force a real OOM and check recovery")
+    ap.add_argument(
+        "--oom-check", action="store_true", help="GPU: force a real OOM and check recovery"
+    )
     ap.add_argument("--json", help="write the rows as JSON here")
     args = ap.parse_args()
 
@@ -274,9 +402,12 @@ def main() -> None:
 
     pairs = [(r["question"], extract_code(r["response"]).code) for r in records]
     lengths = [len(x) for x in rm.encode([rm.render(q, c) for q, c in pairs])]
-    print(f"profile {args.profile}: {sum(p.numel() for p in rm.model.parameters()) / 1e6:.0f}M params, "
-          f"{rm.dtype}, {rm.device}; {problems} problems x {n} candidates; tokens/candidate "
-          f"median {statistics.median(lengths):.0f}, max {max(lengths)}", file=sys.stderr)
+    print(
+        f"profile {args.profile}: {sum(p.numel() for p in rm.model.parameters()) / 1e6:.0f}M params, "
+        f"{rm.dtype}, {rm.device}; {problems} problems x {n} candidates; tokens/candidate "
+        f"median {statistics.median(lengths):.0f}, max {max(lengths)}",
+        file=sys.stderr,
+    )
     # Warm up kernels and allocators on a few candidates.
     baseline(rm, pairs[:4], args.device)
     peak = None
@@ -292,7 +423,10 @@ def main() -> None:
     ]
     if not args.only_default:
         configs = [
-            ("sorted + token budget (mask on)", dict(default, attention_mask=True, dedup=False, prefix_reuse=False)),
+            (
+                "sorted + token budget (mask on)",
+                dict(default, attention_mask=True, dedup=False, prefix_reuse=False),
+            ),
             ("+ no attention mask", dict(default, dedup=False, prefix_reuse=False)),
             ("+ dedup", dict(default, prefix_reuse=False)),
             *configs,
@@ -301,24 +435,41 @@ def main() -> None:
     cfg = rm.model.config
     sizes = [(L, 0) for L in lengths]
     base_row.flops = model_flops(sizes, cfg)
+    base_row.useful_tokens = base_row.real_tokens
     for name, opts in configs:
-        row, _ = pipeline_run(rm, records, name, args.device, ref, **opts)
+        row, _, _ = pipeline_run(rm, records, name, args.device, ref, **opts)
         # Useful work: every candidate's full sequence, as if scored alone.
         row.flops = base_row.flops
+        row.useful_tokens = base_row.real_tokens
         rows.append(row)
-    header = ["path", "cand/s", "real tok/s", "padding", "speedup", "max |diff|"]
+    header = ["path", "cand/s", "candidate tok/s", "padding", "speedup", "max |diff|"]
     if peak:
-        header.append("MFU (vs measured peak)")
+        header += ["MFU (useful FLOPs / measured peak)", "peak GiB"]
     table = [header, ["---"] * len(header)]
     table += [r.as_list(rows[0].candidates / rows[0].seconds, peak) for r in rows]
     print("\n".join("| " + " | ".join(c) + " |" for c in table))
-    print(f"\nmachine: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}, "
-          f"torch {torch.__version__}, {os.cpu_count()} CPUs; `python benchmarks/throughput.py "
-          f"{' '.join(sys.argv[1:])}`")
+    print(
+        f"\nmachine: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}, "
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs; `python benchmarks/throughput.py "
+        f"{' '.join(sys.argv[1:])}`"
+    )
     if args.oom_check and args.device.startswith("cuda"):
-        row, scores = pipeline_run(rm, records, "forced OOM (budget 4M tokens)", args.device, ref,
-                                   max_tokens_per_batch=4_000_000, prefix_reuse=False)
-        print(f"OOM check: max |diff| {row.max_diff:.1e}, {row.candidates / row.seconds:.1f} cand/s")
+        # A budget far beyond the card's memory: the first batch must hit a real CUDA OOM,
+        # be halved, and finish with the same scores.
+        row, _, scorer = pipeline_run(
+            rm,
+            records,
+            "forced OOM",
+            args.device,
+            ref,
+            max_tokens_per_batch=8_000_000,
+            prefix_reuse=False,
+        )
+        print(
+            f"OOM check: {scorer.stats.oom_retries} out-of-memory retries, budget now "
+            f"{scorer.budget}, max |diff| vs baseline {row.max_diff:.1e}, "
+            f"{row.candidates / row.seconds:.1f} cand/s, peak {row.peak_gib:.1f} GiB"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1))
 
