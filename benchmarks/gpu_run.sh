@@ -14,7 +14,7 @@ fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-timeout 420 python3 benchmarks/throughput.py --profile qwen3-1.7b --device cuda \
-  --tokenizer-dir .bench/qwen-tokenizer --oom-check --json "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.txt"
-timeout 150 python3 benchmarks/throughput.py --profile mid --device cuda --dtype float32 \
-  --problems 24 --tokenizer-dir .bench/qwen-tokenizer 2>&1 | tee "$OUT/gpu_fp32.txt"
+timeout 90 python3 benchmarks/throughput.py --profile mid --device cuda --dtype float32 \
+  --problems 12 --tokenizer-dir .bench/qwen-tokenizer 2>&1 | tee "$OUT/gpu_fp32.txt"
+timeout 450 python3 benchmarks/throughput.py --profile qwen3-1.7b --device cuda \
+  --tokenizer-dir .bench/qwen-tokenizer --oom-check --compile --json "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.txt"

@@ -386,6 +386,7 @@ def main() -> None:
     ap.add_argument(
         "--oom-check", action="store_true", help="GPU: force a real OOM and check recovery"
     )
+    ap.add_argument("--compile", action="store_true", help="add rows with torch.compile")
     ap.add_argument("--json", help="write the rows as JSON here")
     args = ap.parse_args()
 
@@ -442,27 +443,31 @@ def main() -> None:
         row.flops = base_row.flops
         row.useful_tokens = base_row.real_tokens
         rows.append(row)
-    header = ["path", "cand/s", "candidate tok/s", "padding", "speedup", "max |diff|"]
-    if peak:
-        header += ["MFU (useful FLOPs / measured peak)", "peak GiB"]
-    table = [header, ["---"] * len(header)]
-    table += [r.as_list(rows[0].candidates / rows[0].seconds, peak) for r in rows]
-    print("\n".join("| " + " | ".join(c) + " |" for c in table))
-    print(
-        f"\nmachine: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}, "
-        f"torch {torch.__version__}, {os.cpu_count()} CPUs; `python benchmarks/throughput.py "
-        f"{' '.join(sys.argv[1:])}`"
-    )
+
+    def print_table() -> None:
+        header = ["path", "cand/s", "candidate tok/s", "padding", "speedup", "max |diff|"]
+        if peak:
+            header += ["MFU (useful FLOPs / measured peak)", "peak GiB"]
+        table = [header, ["---"] * len(header)]
+        table += [r.as_list(rows[0].candidates / rows[0].seconds, peak) for r in rows]
+        print("\n".join("| " + " | ".join(c) + " |" for c in table))
+        print(
+            f"\nmachine: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}, "
+            f"torch {torch.__version__}, {os.cpu_count()} CPUs; `python benchmarks/throughput.py "
+            f"{' '.join(sys.argv[1:])}`"
+        )
+
+    print_table()
     if args.oom_check and args.device.startswith("cuda"):
         # A budget far beyond the card's memory: the first batch must hit a real CUDA OOM,
         # be halved, and finish with the same scores.
         row, _, scorer = pipeline_run(
             rm,
-            records,
+            records * 2,
             "forced OOM",
             args.device,
-            ref,
-            max_tokens_per_batch=8_000_000,
+            ref * 2,
+            max_tokens_per_batch=16_000_000,
             prefix_reuse=False,
         )
         print(
@@ -470,6 +475,18 @@ def main() -> None:
             f"{scorer.budget}, max |diff| vs baseline {row.max_diff:.1e}, "
             f"{row.candidates / row.seconds:.1f} cand/s, peak {row.peak_gib:.1f} GiB"
         )
+    if args.compile:
+        t0 = time.perf_counter()
+        rm._base.compile(dynamic=True)
+        # Compile both graphs (plain, and with cached prompts) off the clock.
+        for _, opts in configs[-2:]:
+            pipeline_run(rm, records[:24], "warm-up", args.device, None, **opts)
+        print(f"torch.compile + warm-up: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        for name, opts in configs[-2:]:
+            row, _, _ = pipeline_run(rm, records, f"{name}, --compile", args.device, ref, **opts)
+            row.flops, row.useful_tokens = base_row.flops, base_row.real_tokens
+            rows.append(row)
+        print_table()
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1))
 

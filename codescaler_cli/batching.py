@@ -16,13 +16,16 @@ def plan_batches(
     max_tokens: int,
     max_batch_size: int | None = None,
     max_padding: float | None = None,
+    context: int = 0,
 ) -> list[list[int]]:
     """Group item indices into batches whose padded size stays within ``max_tokens``.
 
     Items are taken longest first; an item longer than the budget gets a batch of its
     own (it still has to be scored). With ``max_padding`` a batch is also closed before
     its padding would exceed that fraction of its tokens (useful where small batches
-    cost little, as on CPU). Every index appears in exactly one batch.
+    cost little, as on CPU). ``context`` tokens per item (e.g. a cached prompt every row
+    attends to) count against the budget but not as padding. Every index appears in
+    exactly one batch.
     """
     if max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
@@ -38,7 +41,7 @@ def plan_batches(
         size = width * (len(current) + 1)
         full = max_batch_size is not None and len(current) >= max_batch_size
         padded = max_padding is not None and size - current_real - n > max_padding * size
-        if current and (size > max_tokens or full or padded):
+        if current and ((width + context) * (len(current) + 1) > max_tokens or full or padded):
             batches.append(current)
             current, width, current_real = [], n, 0
         current.append(i)

@@ -107,6 +107,7 @@ class ModelOptions:
     trust_remote_code: bool = False
     allow_pickle_weights: bool = False
     attn_implementation: str | None = None  # None: flash_attention_2 when usable, else sdpa
+    compile: bool = False  # torch.compile the transformer (fuses elementwise ops; slow first batch)
 
 
 @dataclass
@@ -377,4 +378,7 @@ def load_reward_model(options: ModelOptions) -> RewardModel:
         tokenizer.pad_token_id = pad
     model.to(device)
     model.eval()
+    if options.compile:
+        # Dynamic shapes: batches differ in size and length, and must not recompile each time.
+        getattr(model, model.base_model_prefix).compile(dynamic=True)
     return RewardModel(tokenizer, model, name=name, revision=options.revision)

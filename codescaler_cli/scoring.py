@@ -261,24 +261,27 @@ class Scorer:
         return rest
 
     def _plan_groups(self, groups: list[_Group], pack: bool) -> list[list[_Group]]:
-        """Pack whole groups into forward passes under the budget (rows x (prompt + answer))."""
+        """Pack whole groups (similar prompt lengths together) into one prompt pass each.
+
+        The prompt pass costs groups x longest prompt; the answers then run in as many
+        passes as the budget needs, all reading the same cached prompt states.
+        """
         groups = sorted(groups, key=lambda g: -len(g.prefix))
         if not pack:
             return [[g] for g in groups]
         plans: list[list[_Group]] = []
         cur: list[_Group] = []
-        rows = pmax = smax = 0
+        pmax = rows = 0
         for g in groups:
-            g_smax = max(len(s) for s in g.suffixes)
-            n_rows = rows + len(g.suffixes)
-            cost = n_rows * (max(pmax, len(g.prefix)) + max(smax, g_smax))
-            if cur and (cost > self.budget or (self.options.max_batch_size or 1 << 30) < n_rows):
+            width = max(pmax, len(g.prefix))
+            # Bound the prompt pass and the answer rows sharing its states (their cached
+            # states are gathered per answer pass, so memory stays per pass).
+            if cur and ((len(cur) + 1) * width > self.budget or rows + len(g.suffixes) > 4096):
                 plans.append(cur)
-                cur, rows, pmax, smax = [], 0, 0, 0
+                cur, pmax, rows = [], 0, 0
             cur.append(g)
-            rows += len(g.suffixes)
             pmax = max(pmax, len(g.prefix))
-            smax = max(smax, g_smax)
+            rows += len(g.suffixes)
         if cur:
             plans.append(cur)
         return plans
@@ -288,15 +291,15 @@ class Scorer:
     ) -> None:
         rows = [(gi, k) for gi, g in enumerate(batch) for k in range(len(g.suffixes))]
         pmax = max(len(g.prefix) for g in batch)
-        lengths = [len(batch[gi].suffixes[k]) + pmax for gi, k in rows]
+        lengths = [len(batch[gi].suffixes[k]) for gi, k in rows]
         states = self._with_backoff(
             lambda: self.rm.prefix_states([g.prefix for g in batch]), pmax * len(batch)
         )
-        # A single big group may still need several passes; they share the prompt states.
-        # Unpacked (CPU), a group's answers are not sorted against other groups' answers,
-        # so cap their padding instead: small batches cost little there.
-        max_pad = None if len(batch) > 1 or self.rm.device.type != "cpu" else 0.1
-        for plan in plan_batches(lengths, self.budget, self.options.max_batch_size, max_pad):
+        # Answers of one pass share nothing but the cached prompts, so they are sorted by
+        # length across problems and padding is capped; every row attends to up to pmax
+        # cached positions, which the budget counts.
+        plans = plan_batches(lengths, self.budget, self.options.max_batch_size, 0.1, context=pmax)
+        for plan in plans:
             part = [rows[j] for j in plan]
             out = self._forward_suffixes(states, batch, part, pmax)
             for (gi, k), s in zip(part, out, strict=True):

@@ -30,6 +30,8 @@ def _pairs() -> list[tuple[str, str]]:
         pairs.append((q, _code(n, k)))
     # best-of-N group sharing a question, plus an exact duplicate
     pairs += [(QUESTIONS[1], _code(n, 100 + n)) for n in (2, 5, 9, 30)]
+    # a group whose answers have equal lengths: they share one answer pass
+    pairs += [(QUESTIONS[2], _code(12, 200 + k)) for k in range(5)]
     pairs.append(pairs[-1])
     return pairs
 
@@ -61,7 +63,9 @@ def test_lengths_really_differ(rm):
 @pytest.mark.parametrize("budget", [64, 700, 4096, 10**6])
 @pytest.mark.parametrize(("prefix_reuse", "pack"), [(False, None), (True, False), (True, True)])
 def test_matches_single_candidate_reference(rm, reference, budget, prefix_reuse, pack):
-    res, scorer = _score(rm, max_tokens_per_batch=budget, prefix_reuse=prefix_reuse, pack_groups=pack)
+    res, scorer = _score(
+        rm, max_tokens_per_batch=budget, prefix_reuse=prefix_reuse, pack_groups=pack
+    )
     assert all(s is not None for s in res.score)
     diff = max(abs(a - b) for a, b in zip(res.score, reference, strict=True))
     assert diff <= TOL
@@ -148,9 +152,13 @@ def _oom_when_wider_than(rm, monkeypatch, limit):
 
 
 @pytest.mark.parametrize(("prefix_reuse", "pack"), [(False, None), (True, False), (True, True)])
-def test_out_of_memory_halves_batches_and_keeps_scores(rm, reference, monkeypatch, prefix_reuse, pack):
-    calls = _oom_when_wider_than(rm, monkeypatch, 1500)
-    res, scorer = _score(rm, max_tokens_per_batch=20_000, prefix_reuse=prefix_reuse, pack_groups=pack)
+def test_out_of_memory_halves_batches_and_keeps_scores(
+    rm, reference, monkeypatch, prefix_reuse, pack
+):
+    calls = _oom_when_wider_than(rm, monkeypatch, 500)
+    res, scorer = _score(
+        rm, max_tokens_per_batch=20_000, prefix_reuse=prefix_reuse, pack_groups=pack
+    )
     assert calls["oom"] > 0 and scorer.stats.oom_retries == calls["oom"]
     assert scorer.budget < 20_000
     diff = max(abs(a - b) for a, b in zip(res.score, reference, strict=True))
@@ -178,8 +186,13 @@ def test_other_errors_are_not_swallowed(rm, monkeypatch):
 
 def test_packed_groups_with_different_prompt_lengths(rm, tiny_model_dir):
     """Several problems in one pass: shorter prompts are padded and masked."""
-    questions = ["Short task.", "A much longer task statement. " * 15, "Medium task, some words. " * 4]
-    pairs = [(q, _code(n, 10 * k + n)) for k, q in enumerate(questions) for n in (1, 4, 9)]
+    questions = [
+        "Short task.",
+        "A much longer task statement. " * 15,
+        "Medium task, some words. " * 4,
+    ]
+    # Equal-length answers, so the padding cap keeps all nine rows in one pass.
+    pairs = [(q, _code(4, 10 * k + n)) for k, q in enumerate(questions) for n in (1, 4, 9)]
     ref = model_card_scores(str(tiny_model_dir), pairs=pairs, batch=False, max_length=4096)
     scorer = Scorer(rm, ScoringOptions(pack_groups=True, max_tokens_per_batch=10**6))
     res = scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])

@@ -8,6 +8,7 @@ import typer
 
 from .options import (
     AllowPickle,
+    Compile,
     Dataset,
     Device,
     Dtype,
@@ -69,6 +70,7 @@ def eval_pairs(
     quiet: Quiet = False,
     trust_remote_code: TrustRemote = False,
     allow_pickle_weights: AllowPickle = False,
+    compile: Compile = False,
     engine: Engine = "local",
     ray_address: RayAddress = None,
     num_workers: NumWorkers = None,

@@ -113,6 +113,13 @@ AllowPickle = Annotated[
 ]
 
 
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the model: faster on GPUs for big runs; the first batches compile (minutes).",
+    ),
+]
 Engine = Annotated[str, typer.Option("--engine", help="local, or ray to run on a Ray cluster.")]
 RayAddress = Annotated[
     str | None,
@@ -154,6 +161,7 @@ def make_config(output: str, opts: dict[str, Any], *, score: bool = True) -> Any
             dtype=opts.get("dtype", "auto"),
             trust_remote_code=opts.get("trust_remote_code", False),
             allow_pickle_weights=opts.get("allow_pickle_weights", False),
+            compile=opts.get("compile", False),
         ),
         scoring=ScoringOptions(
             max_length=max_length,

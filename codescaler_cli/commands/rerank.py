@@ -9,6 +9,7 @@ import typer
 from .options import (
     AllowPickle,
     ChunkSize,
+    Compile,
     Dataset,
     Device,
     Dtype,
@@ -93,6 +94,7 @@ def rerank(
     quiet: Quiet = False,
     trust_remote_code: TrustRemote = False,
     allow_pickle_weights: AllowPickle = False,
+    compile: Compile = False,
     engine: Engine = "local",
     ray_address: RayAddress = None,
     num_workers: NumWorkers = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .options import (
     AllowPickle,
     ChunkSize,
+    Compile,
     Dataset,
     Device,
     Dtype,
@@ -65,6 +66,7 @@ def score(
     summary_json: SummaryJson = None,
     trust_remote_code: TrustRemote = False,
     allow_pickle_weights: AllowPickle = False,
+    compile: Compile = False,
     engine: Engine = "local",
     ray_address: RayAddress = None,
     num_workers: NumWorkers = None,
