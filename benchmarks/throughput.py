@@ -469,6 +469,7 @@ def main() -> None:
             ref * 2,
             max_tokens_per_batch=16_000_000,
             prefix_reuse=False,
+            dedup=False,  # the doubled rows must really be scored
         )
         print(
             f"OOM check: {scorer.stats.oom_retries} out-of-memory retries, budget now "

@@ -17,7 +17,14 @@ from typing import IO, Any
 
 from .errors import InputError, UsageError
 from .io import InputSpec, dumps_row, iter_chunks, write_table_atomic
-from .pipeline import PipelineOptions, Progress, RunSummary, looks_scored, records_to_table
+from .pipeline import (
+    PipelineOptions,
+    Progress,
+    RunSummary,
+    looks_scored,
+    record_columns,
+    records_to_table,
+)
 from .rank import (
     PairMetrics,
     SelectionMetrics,
@@ -58,15 +65,6 @@ def _read_all(specs: list[InputSpec], stdin: IO[bytes] | None) -> tuple[list[dic
     if stdin is not None:
         stdin.seek(0)
     return records, locations
-
-
-def _columns(records: list[dict]) -> list[str]:
-    cols: list[str] = []
-    for rec in records[:1000]:
-        for k in rec:
-            if k not in cols:
-                cols.append(k)
-    return cols
 
 
 def _score_to_table(
@@ -121,7 +119,7 @@ def run_rerank(
     records, _ = _read_all(specs, stdin)
     if not records:
         raise InputError(f"{specs[0].name}: input has no rows")
-    columns = _columns(records)
+    columns = record_columns(records)
     summary = None
     if looks_scored(columns) and not rescore:
         table = records_to_table(records)
@@ -130,19 +128,8 @@ def run_rerank(
         table, summary = _score_to_table(specs, cfg, runner, progress, stdin)
         meta = table.schema.metadata
     del records
-    from .pipeline import detect_fields
-
-    qf = (
-        detect_fields(
-            table.column_names,
-            cfg.pipeline.question_field,
-            cfg.pipeline.response_field,
-            specs[0].name,
-        ).question
-        if not looks_scored(columns) or rescore
-        else _question_field(table, cfg)
-    )
-    gcol = detect_group_field(table.column_names, group_field, qf)
+    # Without a group column, the question text names the group.
+    gcol = detect_group_field(table.column_names, group_field, None) or _question_field(table, cfg)
     lcol = detect_label_field(table.column_names, label_field)
     groups = table.column(gcol).to_pylist()
     if any(g is None for g in groups):
@@ -256,7 +243,7 @@ def run_eval_pairs(
     records, locations = _read_all(specs, stdin)
     if not records:
         raise InputError(f"{specs[0].name}: input has no rows")
-    cols = _columns(records)
+    cols = record_columns(records)
     qf = _pick(
         cols, cfg.pipeline.question_field, PAIR_QUESTION_FIELDS, "question", "--question-field"
     )

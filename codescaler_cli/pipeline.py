@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import BadRowError, InputError, UsageError
@@ -371,13 +370,6 @@ def summarize_chunk(summary: RunSummary, result: ChunkResult, n_read: int) -> No
         summary.truncated += sum(1 for v in t.column("truncated").to_pylist() if v)
 
 
-def write_rejected(fh: IO[str], bad: list[BadRow]) -> None:
-    from .io import dumps_row
-
-    for b in bad:
-        fh.write(dumps_row({"location": b.location, "reason": b.reason, "row": b.raw}) + "\n")
-
-
 def default_rejected_path(output: str, specs: list[InputSpec]) -> str:
     if output != "-":
         base = output
@@ -399,13 +391,13 @@ def first_fields(chunk: Chunk, options: PipelineOptions, source: str) -> Fields:
             b = chunk.bad[0]
             raise InputError(f"{b.location}: {b.reason}")
         raise InputError(f"{source}: input has no rows")
-    keys: list[str] = []
-    for rec in chunk.records[:100]:
-        for k in rec:
-            if k not in keys:
-                keys.append(k)
+    keys = record_columns(chunk.records)
     return detect_fields(keys, options.question_field, options.response_field, source)
 
 
-Clock = Callable[[], float]
-now: Clock = time.perf_counter
+def record_columns(records: Sequence[dict[str, Any]], limit: int = 1000) -> list[str]:
+    """Column names in first-seen order over the first ``limit`` rows."""
+    keys: dict[str, None] = {}
+    for rec in records[:limit]:
+        keys.update(dict.fromkeys(rec))
+    return list(keys)

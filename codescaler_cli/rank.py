@@ -224,7 +224,9 @@ def rank_table(
     return out.append_column("group_size", pa.array([size[i] for i in keep], pa.int32()))
 
 
-def detect_group_field(columns: Sequence[str], explicit: str | None, question_field: str) -> str:
+def detect_group_field(
+    columns: Sequence[str], explicit: str | None, question_field: str | None
+) -> str | None:
     if explicit:
         if explicit not in columns:
             raise UsageError(

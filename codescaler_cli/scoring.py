@@ -32,7 +32,9 @@ class ScoringOptions:
     # cached prompts). None: on accelerators, where bigger batches pay; off on CPU, where the
     # mask-free path is faster.
     pack_groups: bool | None = None
-    attention_mask: bool = False  # right padding makes it unnecessary for last-token pooling
+    # Right padding makes the mask unnecessary for last-token pooling (exact either way).
+    # None: leave it out, except for float32 on CUDA, where the masked kernel is faster.
+    attention_mask: bool | None = None
 
 
 @dataclass
@@ -112,6 +114,11 @@ class Scorer:
         if self.options.max_length < 8:
             raise ValueError("max_length must be at least 8 tokens")
         self.budget = self.options.max_tokens_per_batch or default_token_budget(rm.device)
+        self.attention_mask = self.options.attention_mask
+        if self.attention_mask is None:
+            import torch
+
+            self.attention_mask = rm.device.type == "cuda" and rm.dtype == torch.float32
         self.stats = ScoreStats()
 
     # ------------------------------------------------------------ encoding
@@ -361,7 +368,7 @@ class Scorer:
     def _forward(self, seqs: list[list[int]]) -> list[float]:
         """One planned batch, halved on out-of-memory without changing any score."""
         try:
-            out = self.rm.score_ids(seqs, attention_mask=self.options.attention_mask)
+            out = self.rm.score_ids(seqs, attention_mask=self.attention_mask)
         except Exception as exc:
             if not is_oom(exc):
                 raise
