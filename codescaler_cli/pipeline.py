@@ -282,7 +282,12 @@ def finish_chunk(
     unique = 0
     if options.score:
         tick = (lambda k, t: progress.advance(k, t)) if progress else None
-        res = scorer.run(pc.prepared, progress=tick)
+        if n:
+            res = scorer.run(pc.prepared, progress=tick)
+        else:  # every row of this chunk was set aside: nothing to score
+            from .scoring import PairScores
+
+            res = PairScores([], [], [], [])
         unique = res.unique_scored
         if progress:
             # Rows not run through the model (duplicates, no code) still count as done.

@@ -152,6 +152,9 @@ def run_job(
             if chunk is None:
                 return None
             if fields is None:
+                if not chunk.records and chunk.bad and cfg.on_bad_row == "skip":
+                    # Nothing readable yet to detect the fields from: set the rows aside.
+                    return chunk, PreparedChunk(chunk, [], list(chunk.bad), [], [])
                 fields = first_fields(chunk, cfg.pipeline, specs[0].name)
                 pipeline = replace(
                     cfg.pipeline, question_field=fields.question, response_field=fields.response

@@ -407,3 +407,19 @@ def test_debug_env_shows_traceback(tiny_model_dir, tmp_path, monkeypatch):
     result = runner.invoke(app, ["score", str(tmp_path / "nope.jsonl"), "-o", str(out)])
     assert result.exit_code != 0
     assert result.exception is not None and "no such file" in str(result.exception)
+
+
+def test_skip_when_the_first_chunks_are_all_bad(tiny_model_dir, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"{oops\n" + b"[1]\n" + _line(GOOD) + _line(GOOD))
+    out = tmp_path / "out.parquet"
+    result = _invoke(
+        ["score", str(src), "-o", str(out), "--on-bad-row", "skip", "--chunk-size", "1"],
+        tiny_model_dir,
+    )
+    assert result.exit_code == 0, result.output
+    t = pq.read_table(out)
+    assert t.num_rows == 2 and t.column("question").to_pylist() == [GOOD["question"]] * 2
+    assert all(s is not None for s in t.column("score").to_pylist())
+    rejected = (tmp_path / "out.rejected.jsonl").read_text().splitlines()
+    assert [json.loads(x)["location"] for x in rejected] == [f"{src}:1", f"{src}:2"]
