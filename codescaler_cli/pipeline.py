@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -246,9 +247,9 @@ def prepare_chunk(
     from .extract import extract_code
 
     good, bad = validate_rows(chunk, fields)
+    bad.sort(key=_location_order)  # report and set aside in file order
     if bad and on_bad_row == "error":
-        first = min(bad, key=lambda b: _location_order(chunk, b))
-        raise BadRowError(first.location, first.reason)
+        raise BadRowError(bad[0].location, bad[0].reason)
     records = [chunk.records[i] for i in good]
     extractions = [extract_code(r[fields.response], options.extract_mode) for r in records]
     questions = [r[fields.question] for r in records]
@@ -325,10 +326,14 @@ def process_chunk(
     )
 
 
-def _location_order(chunk: Chunk, bad: BadRow) -> int:
-    # Bad rows are reported in file order: parse the trailing line/row number.
-    digits = "".join(ch for ch in reversed(bad.location) if ch.isdigit())[::-1]
-    return int(digits) if digits else 0
+def _location_order(bad: BadRow) -> int:
+    # Bad rows are reported in file order: the line/row number is the location's last number
+    # ("f.jsonl:17", "f.parquet row 17", "f.json[17]"); a chunk never spans two files.
+    match = _LAST_NUMBER.search(bad.location)
+    return int(match.group(1)) if match else 0
+
+
+_LAST_NUMBER = re.compile(r"(\d+)\D*$")
 
 
 def provenance(rm: RewardModel | None, options: PipelineOptions) -> dict[str, str]:
