@@ -1,0 +1,441 @@
+"""The Ray engine gives the local engine's output, on a 2-CPU local Ray cluster.
+
+One cluster serves the whole module; every test runs under an alarm so a hang fails
+fast (and faulthandler kills the process if even the alarm cannot get through).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from codescaler_cli.errors import BadRowError, MissingDependencyError, ModelError
+from codescaler_cli.io import resolve_inputs
+from codescaler_cli.model import ModelOptions
+from codescaler_cli.pipeline import PipelineOptions, Progress
+from codescaler_cli.ray_engine import RayOptions, run_ray_job
+from codescaler_cli.runner import RunConfig, run_job
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+TOL = 1e-6
+TEST_TIMEOUT_S = 240
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(autouse=True)
+def _fail_fast():
+    """A test that hangs fails after TEST_TIMEOUT_S; one that cannot be interrupted dies."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"test took longer than {TEST_TIMEOUT_S} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(TEST_TIMEOUT_S)
+    faulthandler.dump_traceback_later(TEST_TIMEOUT_S + 60, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    old_term = signal.getsignal(signal.SIGTERM)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        signal.signal(signal.SIGTERM, old_term)  # ray.init installed its own
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """CPU kernels sum in an order that depends on the thread count; the 2 CPU actors run
+    one thread each, so the local reference does too (GPU runs do not depend on it)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class _Messages(Progress):
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+
+# ---------------------------------------------------------------- data
+
+
+def _rows(n_problems: int = 12, n_candidates: int = 25) -> list[dict]:
+    """Best-of-N candidates: fenced, bare, invalid, no code, and exact duplicates."""
+    rows = []
+    for p in range(n_problems):
+        question = (
+            f"Problem {p}: write f{p}(xs) returning the sum of the items times {p}. "
+            "Read the input carefully; the list may be empty.\n"
+        ) * (1 + p % 3)
+        for c in range(n_candidates):
+            body = "\n".join(f"        total += x * {p} + {c * 7 + k}" for k in range(c % 6 + 1))
+            code = f"def f{p}(xs):\n    total = 0\n    for x in xs:\n{body}\n    return total\n"
+            kind = c % 6
+            if kind == 0:
+                response = f"Here is my solution.\n\n```python\n{code}```\nIt runs in O(n)."
+            elif kind == 1:
+                response = code
+            elif kind == 2:
+                response = f"```python\ndef f{p}(xs:\n    return (\n```"
+            elif kind == 3:
+                response = "I am not sure how to solve this problem."
+            elif kind == 4:
+                response = rows[-4]["response"]  # a duplicate of an earlier candidate
+            else:
+                response = f"<think>loop over xs</think>\n```py\n{code}```"
+            rows.append(
+                {
+                    "problem_id": f"p{p}",
+                    "candidate": c,
+                    "question": question,
+                    "response": response,
+                    "passed": c % 2 == 0,
+                }
+            )
+    return rows
+
+
+BAD_LINES = [
+    "{not json at all",
+    "[1, 2, 3]",
+    json.dumps({"problem_id": "x", "candidate": 0, "question": "q only"}),
+    json.dumps({"problem_id": "x", "candidate": 1, "question": 7, "response": "x = 1"}),
+    "",  # blank lines are skipped, but count in line numbers
+]
+
+
+def _write_jsonl(path: Path, rows: list[dict], bad_every: int = 0) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for i, row in enumerate(rows):
+            fh.write(json.dumps(row) + "\n")
+            if bad_every and i % bad_every == bad_every - 1:
+                fh.write(BAD_LINES[(i // bad_every) % len(BAD_LINES)] + "\n")
+    return path
+
+
+def _cfg(model_dir: Path, output: Path | str, **kw) -> RunConfig:
+    return RunConfig(
+        output=str(output),
+        pipeline=PipelineOptions(),
+        model=ModelOptions(model=str(model_dir), device="cpu"),
+        resume="never",
+        **kw,
+    )
+
+
+def _local(specs, cfg: RunConfig, **kw):
+    with _torch_threads(1):
+        return run_job(specs, cfg, **kw)
+
+
+def _ray(specs, cfg: RunConfig, **kw):
+    progress = _Messages()
+    summary = run_ray_job(specs, cfg, RayOptions(num_workers=2), progress=progress, **kw)
+    return summary, progress.messages
+
+
+def _assert_same_rows(local: list[dict], ray: list[dict]) -> None:
+    assert len(local) == len(ray)
+    for i, (a, b) in enumerate(zip(local, ray, strict=True)):
+        assert list(a) == list(b), f"row {i}: columns differ"
+        for key, x in a.items():
+            y = b[key]
+            if isinstance(x, float) and isinstance(y, float):
+                assert math.isclose(x, y, rel_tol=0, abs_tol=TOL), (i, key, x, y)
+            else:
+                assert x == y, (i, key, x, y)
+
+
+def _assert_same_tables(local: pa.Table, ray: pa.Table) -> None:
+    assert local.schema.remove_metadata().equals(ray.schema.remove_metadata())
+    assert local.schema.metadata == ray.schema.metadata  # provenance
+    _assert_same_rows(local.to_pylist(), ray.to_pylist())
+
+
+SUMMARY_FIELDS = (
+    "rows_read",
+    "rows_written",
+    "scored",
+    "unique_scored",
+    "deduplicated",
+    "invalid",
+    "truncated",
+    "rejected",
+    "chunks",
+    "methods",
+)
+
+
+def _assert_same_summary(local, ray) -> None:
+    for name in SUMMARY_FIELDS:
+        assert getattr(local, name) == getattr(ray, name), name
+
+
+# ---------------------------------------------------------------- packaging
+
+
+def test_without_ray_exits_2_with_install_hint(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(1, 2))
+    cfg = _cfg(tmp_path, tmp_path / "out.parquet")
+    with pytest.raises(MissingDependencyError) as err:
+        run_ray_job(resolve_inputs([str(src)]), cfg)
+    assert err.value.exit_code == 2
+    assert "pip install 'codescaler-cli[ray]'" in str(err.value)
+    assert not (tmp_path / "out.parquet").exists()
+
+
+# ---------------------------------------------------------------- equivalence
+
+
+def test_one_chunk_split_across_two_actors_matches_local(ray_cluster, tiny_model_dir, tmp_path):
+    """A single small file is one local chunk: its batches are shared between both actors,
+    and the scores are still the local engine's; bad rows go to the same rejected file."""
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(), bad_every=23)
+    specs = resolve_inputs([str(src)])
+    local = _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", on_bad_row="skip"))
+    summary, messages = _ray(
+        specs, _cfg(tiny_model_dir, tmp_path / "ray.parquet", on_bad_row="skip")
+    )
+
+    assert local.rows_written == 300 and local.rejected > 0
+    _assert_same_tables(
+        pq.read_table(tmp_path / "local.parquet"), pq.read_table(tmp_path / "ray.parquet")
+    )
+    _assert_same_summary(local, summary)
+    assert (tmp_path / "local.rejected.jsonl").read_text() == (
+        tmp_path / "ray.rejected.jsonl"
+    ).read_text()
+    assert summary.rejected_path == str(tmp_path / "ray.rejected.jsonl")
+    assert any("in 2 shards" in m for m in messages)
+    assert any("by 2 worker(s)" in m for m in messages)  # every actor got work
+    assert not (tmp_path / "ray.parquet.partial").exists()
+
+
+def test_many_chunks_jsonl_and_parquet_into_a_directory_of_parts(
+    ray_cluster, tiny_model_dir, tmp_path
+):
+    rows = _rows()
+    jsonl = _write_jsonl(tmp_path / "a.jsonl", rows[:170])
+    parquet = tmp_path / "b.parquet"
+    pq.write_table(pa.Table.from_pylist(rows[170:]), parquet, row_group_size=50)
+    specs = resolve_inputs([str(jsonl), str(parquet)])
+    local = _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", chunk_size=64))
+    out_dir = tmp_path / "parts"
+    summary, _ = _ray(specs, _cfg(tiny_model_dir, f"{out_dir}/", chunk_size=64))
+
+    parts = sorted(out_dir.glob("part-*.parquet"))
+    assert len(parts) == local.chunks == 6  # 3 chunks per input, in input order
+    expected = pq.read_table(tmp_path / "local.parquet")
+    for part in parts:
+        assert pq.read_schema(part).metadata == expected.schema.metadata
+    got = pa.concat_tables([pq.read_table(p) for p in parts])
+    _assert_same_tables(expected, got.replace_schema_metadata(expected.schema.metadata))
+    _assert_same_summary(local, summary)
+    assert not Path(f"{out_dir}.partial").exists()
+
+
+def test_stdout_rows_in_input_order(ray_cluster, tiny_model_dir, tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(6, 20))
+    specs = resolve_inputs([str(src)])
+    local_out, ray_out = io.StringIO(), io.StringIO()
+    _local(specs, _cfg(tiny_model_dir, "-", chunk_size=16), stdout=local_out)
+    _ray(specs, _cfg(tiny_model_dir, "-", chunk_size=16), stdout=ray_out)
+    local_rows = [json.loads(line) for line in local_out.getvalue().splitlines()]
+    ray_rows = [json.loads(line) for line in ray_out.getvalue().splitlines()]
+    assert len(local_rows) == 120
+    _assert_same_rows(local_rows, ray_rows)
+
+
+def test_first_bad_row_fails_like_the_local_engine(ray_cluster, tiny_model_dir, tmp_path):
+    rows = _rows(4, 10)
+    src = tmp_path / "in.jsonl"
+    with src.open("w") as fh:
+        for i, row in enumerate(rows):
+            if i in (27, 33):  # in the third and fourth chunks
+                row = {**row, "response": None}
+            fh.write(json.dumps(row) + "\n")
+    specs = resolve_inputs([str(src)])
+    with pytest.raises(BadRowError) as local_err:
+        _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", chunk_size=10))
+    with pytest.raises(BadRowError) as ray_err:
+        _ray(specs, _cfg(tiny_model_dir, tmp_path / "ray.parquet", chunk_size=10))
+    assert str(ray_err.value) == str(local_err.value)
+    assert str(ray_err.value).endswith(":28: field 'response' must be a string, got null")
+    assert not (tmp_path / "ray.parquet").exists()
+    assert not (tmp_path / "ray.parquet.partial").exists()
+
+
+def test_resumes_a_run_the_local_engine_left_unfinished(ray_cluster, tiny_model_dir, tmp_path):
+    """The Ray engine's chunks are the local engine's, so its checkpoint parts are too."""
+
+    class StopAfterTwoChunks(Progress):
+        rows = 0
+
+        def advance(self, rows: int, tokens: int = 0) -> None:
+            self.rows += rows
+            if self.rows > 50:
+                raise KeyboardInterrupt
+
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(4, 25))
+    specs = resolve_inputs([str(src)])
+    cfg = replace(_cfg(tiny_model_dir, tmp_path / "out.parquet", chunk_size=25), resume="auto")
+    with pytest.raises(KeyboardInterrupt):
+        _local(specs, cfg, progress=StopAfterTwoChunks())
+    summary, messages = _ray(specs, replace(cfg))
+    assert summary.chunks_resumed == 2, messages
+    _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", chunk_size=25))
+    assert pq.read_table(tmp_path / "out.parquet").equals(pq.read_table(tmp_path / "local.parquet"))
+
+
+# ---------------------------------------------------------------- interruption
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from codescaler_cli.io import resolve_inputs
+    from codescaler_cli.model import ModelOptions
+    from codescaler_cli.pipeline import Progress
+    from codescaler_cli.ray_engine import RayOptions, run_ray_job
+    from codescaler_cli.runner import RunConfig
+
+    class Report(Progress):
+        def advance(self, rows, tokens=0):
+            print("advance", rows, flush=True)
+
+    src, out, model = sys.argv[1:4]
+    cfg = RunConfig(out, model=ModelOptions(model=model, device="cpu"), chunk_size=20)
+    try:
+        run_ray_job(resolve_inputs([src]), cfg, RayOptions(num_workers=2), progress=Report())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    print("finished", flush=True)
+    """
+)
+
+
+def _processes_with(marker: bytes) -> list[str]:
+    """Processes whose environment holds ``marker``: everything a Ray cluster started by
+    our child inherits it (raylet, GCS, agents, workers), whatever their names."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if marker not in fh.read():
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{pid} {cmdline[:100]}")
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_sigint_leaves_no_ray_processes_and_the_rerun_resumes(
+    ray_cluster, tiny_model_dir, tmp_path
+):
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(40, 25))  # 1000 rows in 50 chunks
+    tag = uuid.uuid4().hex
+    marker = f"CODESCALER_RAY_TEST={tag}".encode()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own cluster
+    env["CODESCALER_RAY_TEST"] = tag
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-c", _CHILD, str(src), str(tmp_path / "out.parquet"),
+           str(tiny_model_dir)]  # fmt: skip
+    child = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        lines = []
+        for line in child.stdout:  # the alarm fixture bounds this wait
+            lines.append(line)
+            # Actors are up and scoring; finished chunks (written before the next starts)
+            # are there to resume from.
+            if sum(ln.startswith("advance") for ln in lines) == 3:
+                break
+        else:
+            pytest.fail("the run ended before 3 chunks were scored:\n" + "".join(lines))
+        running = _processes_with(marker)
+        assert any("raylet" in p for p in running), running
+        assert any("ray::" in p for p in running), running
+
+        child.send_signal(signal.SIGINT)
+        rest, _ = child.communicate(timeout=60)
+        assert child.returncode == 130, rest
+        assert "finished" not in rest
+        deadline = time.monotonic() + 20
+        while (left := _processes_with(marker)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, f"Ray processes left behind: {left}"
+        assert not (tmp_path / "out.parquet").exists()
+        # Finished chunks stay for a resumed run, as with the local engine.
+        assert (tmp_path / "out.parquet.partial").is_dir()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        for proc in _processes_with(marker):
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.split()[0]), signal.SIGKILL)
+
+    specs = resolve_inputs([str(src)])
+    cfg = _cfg(tiny_model_dir, tmp_path / "out.parquet", chunk_size=20)
+    summary, messages = _ray(specs, replace(cfg, resume="auto"))
+    assert summary.chunks_resumed >= 2, messages
+    local = _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", chunk_size=20))
+    _assert_same_tables(
+        pq.read_table(tmp_path / "local.parquet"), pq.read_table(tmp_path / "out.parquet")
+    )
+    _assert_same_summary(local, summary)
+
+
+def test_model_that_cannot_load_fails_with_the_local_message(ray_cluster, tiny_model_dir, tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(2, 5))
+    specs = resolve_inputs([str(src)])
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelError) as local_err:
+        _local(specs, _cfg(missing, tmp_path / "local.parquet"))
+    with pytest.raises(ModelError) as ray_err:
+        _ray(specs, _cfg(missing, tmp_path / "ray.parquet"))
+    assert str(ray_err.value) == str(local_err.value)
