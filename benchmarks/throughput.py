@@ -371,6 +371,33 @@ def load_model(profile: str, device: str, dtype: str, workdir: Path, tokenizer_d
     return RewardModel(tok, model, name="random Qwen3-1.7B", revision=None)
 
 
+def ray_rows(args, records: list[dict], workdir: Path) -> None:
+    """End-to-end runs (start-up and model loading included) of both engines on one file."""
+    from codescaler_cli.io import resolve_inputs
+    from codescaler_cli.model import ModelOptions
+    from codescaler_cli.ray_engine import bench_ray
+    from codescaler_cli.runner import RunConfig, run_job
+
+    src = workdir / "records.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    specs = resolve_inputs([str(src)])
+    model = ModelOptions(model=str(workdir / args.profile), device=args.device, dtype=args.dtype)
+    # Chunks small enough that every worker gets several.
+    chunk = max(1, len(records) // (4 * args.ray))
+
+    def cfg(name: str) -> RunConfig:
+        return RunConfig(output=str(workdir / name), model=model, chunk_size=chunk)
+
+    t0 = time.perf_counter()
+    run_job(specs, cfg("local.parquet"))
+    local = len(records) / (time.perf_counter() - t0)
+    ray = bench_ray(specs, cfg("ray.parquet"), num_workers=args.ray)
+    print(f"\n| engine (end to end, {len(records)} candidates, chunks of {chunk}) | cand/s |")
+    print("| --- | --- |")
+    print(f"| local | {local:,.2f} |")
+    print(f"| ray, {args.ray} workers | {ray:,.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -387,6 +414,12 @@ def main() -> None:
         "--oom-check", action="store_true", help="GPU: force a real OOM and check recovery"
     )
     ap.add_argument("--compile", action="store_true", help="add rows with torch.compile")
+    ap.add_argument(
+        "--ray",
+        type=int,
+        metavar="N",
+        help="also time --engine ray with N workers vs the local engine",
+    )
     ap.add_argument("--json", help="write the rows as JSON here")
     args = ap.parse_args()
 
@@ -397,8 +430,8 @@ def main() -> None:
     n = args.n or prof["n"]
     records = make_records(problems, n, prof["prompt"], prof["answer"])
     torch.set_grad_enabled(False)
-    with tempfile.TemporaryDirectory() as tmp:
-        rm = load_model(args.profile, args.device, args.dtype, Path(tmp), args.tokenizer_dir)
+    workdir = tempfile.TemporaryDirectory()
+    rm = load_model(args.profile, args.device, args.dtype, Path(workdir.name), args.tokenizer_dir)
     from codescaler_cli.extract import extract_code
 
     pairs = [(r["question"], extract_code(r["response"]).code) for r in records]
@@ -488,6 +521,8 @@ def main() -> None:
             row.flops, row.useful_tokens = base_row.flops, base_row.real_tokens
             rows.append(row)
         print_table()
+    if args.ray:
+        ray_rows(args, records, Path(workdir.name))
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in rows], indent=1))
 

@@ -91,7 +91,8 @@ def default_token_budget(device: torch.device) -> int:
         total = torch.cuda.get_device_properties(device).total_memory
         # ~64k tokens on a 80 GB card for a 1.7B model; scales with memory.
         return int(max(8192, min(131072, total / (80 * 2**30) * 65536)))
-    return 8192
+    # CPU: small batches stay in cache; measured fastest among 2k-16k on a 100M model.
+    return 2048
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -439,3 +439,80 @@ def test_model_that_cannot_load_fails_with_the_local_message(ray_cluster, tiny_m
     with pytest.raises(ModelError) as ray_err:
         _ray(specs, _cfg(missing, tmp_path / "ray.parquet"))
     assert str(ray_err.value) == str(local_err.value)
+
+
+# ---------------------------------------------------------------- through the CLI
+
+
+def test_cli_without_ray_exits_2(monkeypatch, tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from codescaler_cli.cli import app
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(1, 2))
+    out = tmp_path / "out.parquet"
+    r = CliRunner().invoke(app, ["score", str(src), "-o", str(out), "--engine", "ray",
+                                 "--model", str(tiny_model_dir)])  # fmt: skip
+    assert r.exit_code == 2
+    assert r.stderr.strip() == (
+        "codescaler: error: --engine ray needs Ray: pip install 'codescaler-cli[ray]'"
+    )
+    assert not out.exists()
+
+
+def test_ray_only_options_need_the_ray_engine(tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from codescaler_cli.cli import app
+
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(1, 2))
+    r = CliRunner().invoke(app, ["score", str(src), "-o", str(tmp_path / "o.parquet"),
+                                 "--num-workers", "2", "--model", str(tiny_model_dir)])  # fmt: skip
+    assert r.exit_code == 2 and "--num-workers needs --engine ray" in r.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_sigint_to_the_cli_leaves_no_ray_processes(ray_cluster, tiny_model_dir, tmp_path):
+    """`codescaler score --engine ray` interrupted with Ctrl-C: exit 130, no Ray process
+    left, no output; the same command then resumes and matches the local engine."""
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(40, 25))  # 1000 rows in 50 chunks
+    out = tmp_path / "out.parquet"
+    tag = uuid.uuid4().hex
+    marker = f"CODESCALER_RAY_TEST={tag}".encode()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own cluster
+    env.update(CODESCALER_RAY_TEST=tag, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "codescaler_cli", "score", str(src), "-o", str(out),
+           "--model", str(tiny_model_dir), "--device", "cpu", "--chunk-size", "20",
+           "--engine", "ray", "--num-workers", "1", "-q"]  # fmt: skip
+    child = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    partial = Path(str(out) + ".partial")
+    try:
+        while len(list(partial.glob("part-*.parquet"))) < 2:  # the alarm fixture bounds this
+            assert child.poll() is None, child.communicate()[1]
+            time.sleep(0.2)
+        running = _processes_with(marker)
+        assert any("raylet" in p for p in running), running
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 130, err
+        assert "interrupted" in err and "Traceback" not in err
+        deadline = time.monotonic() + 20
+        while (left := _processes_with(marker)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, f"Ray processes left behind: {left}"
+        assert not out.exists()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        for proc in _processes_with(marker):
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.split()[0]), signal.SIGKILL)
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=200)
+    assert rerun.returncode == 0, rerun.stderr
+    specs = resolve_inputs([str(src)])
+    _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", chunk_size=20))
+    _assert_same_tables(pq.read_table(tmp_path / "local.parquet"), pq.read_table(out))
