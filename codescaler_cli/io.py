@@ -171,36 +171,34 @@ def _jsonl_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[l
         if not raw.strip():
             continue
         loc = f"{name}:{lineno}"
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad.append(
-                BadRow(loc, f"not valid UTF-8 (byte {exc.start})", raw.decode("utf-8", "replace"))
-            )
+        row = parse_jsonl_line(raw, loc)
+        if isinstance(row, BadRow):
+            bad.append(row)
         else:
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                bad.append(
-                    BadRow(
-                        loc,
-                        f"malformed JSON ({exc.msg} at column {exc.colno})",
-                        text.rstrip("\r\n"),
-                    )
-                )
-            else:
-                if isinstance(obj, dict):
-                    records.append(obj)
-                    locations.append(loc)
-                else:
-                    kind = type(obj).__name__ if obj is not None else "null"
-                    bad.append(BadRow(loc, f"expected a JSON object, got {_json_type(kind)}", obj))
+            records.append(row)
+            locations.append(loc)
         n += 1
         if n >= chunk_size:
             yield records, locations, bad
             records, locations, bad, n = [], [], [], 0
     if n:
         yield records, locations, bad
+
+
+def parse_jsonl_line(raw: bytes, loc: str) -> dict[str, Any] | BadRow:
+    """One JSON Lines line -> its object, or why it cannot be a row (shared by both engines)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BadRow(loc, f"not valid UTF-8 (byte {exc.start})", raw.decode("utf-8", "replace"))
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return BadRow(loc, f"malformed JSON ({exc.msg} at column {exc.colno})", text.rstrip("\r\n"))
+    if not isinstance(obj, dict):
+        kind = type(obj).__name__ if obj is not None else "null"
+        return BadRow(loc, f"expected a JSON object, got {_json_type(kind)}", obj)
+    return obj
 
 
 def _json_type(pytype: str) -> str:

@@ -247,7 +247,7 @@ def prepare_chunk(
     from .extract import extract_code
 
     good, bad = validate_rows(chunk, fields)
-    bad.sort(key=_location_order)  # report and set aside in file order
+    bad.sort(key=location_order)  # report and set aside in file order
     if bad and on_bad_row == "error":
         raise BadRowError(bad[0].location, bad[0].reason)
     records = [chunk.records[i] for i in good]
@@ -326,7 +326,8 @@ def process_chunk(
     )
 
 
-def _location_order(bad: BadRow) -> int:
+def location_order(bad: BadRow) -> int:
+    """Sort key putting a chunk's bad rows in file order."""
     # Bad rows are reported in file order: the line/row number is the location's last number
     # ("f.jsonl:17", "f.parquet row 17", "f.json[17]"); a chunk never spans two files.
     match = _LAST_NUMBER.search(bad.location)

@@ -54,7 +54,15 @@ from .errors import (
     OutputError,
     UsageError,
 )
-from .io import BadRow, Chunk, InputSpec, dumps_row, fingerprint_inputs, iter_chunks
+from .io import (
+    BadRow,
+    Chunk,
+    InputSpec,
+    dumps_row,
+    fingerprint_inputs,
+    iter_chunks,
+    parse_jsonl_line,
+)
 from .pipeline import (
     ChunkResult,
     Fields,
@@ -63,6 +71,7 @@ from .pipeline import (
     RunSummary,
     default_rejected_path,
     first_fields,
+    location_order,
     summarize_chunk,
     validate_rows,
 )
@@ -348,11 +357,6 @@ def _pieces(sources: list[_Source], workers: int) -> tuple[list[_Piece], int]:
 # ---------------------------------------------------------------- reading (Ray tasks)
 
 
-def _json_type(pytype: str) -> str:
-    return {"list": "an array", "str": "a string", "int": "a number", "float": "a number",
-            "bool": "a boolean", "null": "null"}.get(pytype, pytype)  # fmt: skip
-
-
 def _parse_jsonl(data: bytes, name: str, first_line: int) -> Chunk:
     """Lines of a JSONL piece -> rows, with the local reader's locations and messages."""
     chunk = Chunk(0, [], [])
@@ -360,31 +364,13 @@ def _parse_jsonl(data: bytes, name: str, first_line: int) -> Chunk:
         if not raw.strip():
             continue
         loc = f"{name}:{lineno}"
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            reason = f"not valid UTF-8 (byte {exc.start})"
-            chunk.bad.append(BadRow(loc, reason, raw.decode("utf-8", "replace")))
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            reason = f"malformed JSON ({exc.msg} at column {exc.colno})"
-            chunk.bad.append(BadRow(loc, reason, text.rstrip("\r\n")))
-            continue
-        if isinstance(obj, dict):
-            chunk.records.append(obj)
-            chunk.locations.append(loc)
+        row = parse_jsonl_line(raw, loc)
+        if isinstance(row, BadRow):
+            chunk.bad.append(row)
         else:
-            kind = type(obj).__name__ if obj is not None else "null"
-            chunk.bad.append(BadRow(loc, f"expected a JSON object, got {_json_type(kind)}", obj))
+            chunk.records.append(row)
+            chunk.locations.append(loc)
     return chunk
-
-
-def _location_key(location: str) -> int:
-    # The local engine's order for bad rows (pipeline._location_order): the location's digits.
-    digits = "".join(ch for ch in location if ch.isdigit())
-    return int(digits) if digits else 0
 
 
 def _read_piece(piece: _Piece) -> Chunk:
@@ -1114,7 +1100,7 @@ class _ErrorGate:
         self.done.add(index)
         if self.mode == "error" and bad and (self.first is None or index < self.first[0]):
             # The row process_chunk would raise on: the first in file order.
-            self.first = (index, min(bad, key=lambda b: _location_key(b.location)))
+            self.first = (index, min(bad, key=location_order))
         self._check()
 
     def _check(self) -> None:
