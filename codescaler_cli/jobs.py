@@ -78,8 +78,7 @@ def _score_to_table(
 
     with tempfile.TemporaryDirectory(prefix="codescaler-") as tmp:
         out = os.path.join(tmp, "scored.parquet")
-        rejected = cfg.rejected_path
-        scored_cfg = replace(cfg, output=out, resume="never", rejected_path=rejected)
+        scored_cfg = replace(cfg, output=out, resume="never")
         if stdin is not None:
             stdin.seek(0)
         summary = runner(specs, scored_cfg, progress=progress, stdin=stdin)
