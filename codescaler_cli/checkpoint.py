@@ -136,10 +136,11 @@ class PartialRun:
                 os.unlink(tmp)
             raise
         if rejected_path:
-            self._merge_rejected(order, rejected_path)
+            self.merge_rejected(order, rejected_path)
         self.discard()
 
-    def _merge_rejected(self, order: list[int], rejected_path: str) -> None:
+    def merge_rejected(self, order: list[int], rejected_path: str) -> None:
+        """Concatenate the parts' rejected rows (in chunk order) into one file, atomically."""
         paths = [
             self.rejected_part_path(i) for i in order if os.path.exists(self.rejected_part_path(i))
         ]

@@ -8,6 +8,7 @@ Peak memory is bounded by the chunk size, not by the file size.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -426,14 +427,6 @@ def write_table_atomic(table: Any, path: str, metadata: dict[str, str] | None = 
                 write_jsonl_rows(fh, table.to_pylist())
         os.replace(tmp, path)
     except BaseException:
-        with _suppress():
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True

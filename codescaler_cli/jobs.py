@@ -67,6 +67,23 @@ def _read_all(specs: list[InputSpec], stdin: IO[bytes] | None) -> tuple[list[dic
     return records, locations
 
 
+def _load(
+    specs: list[InputSpec], cfg: RunConfig, stdin: IO[bytes] | None
+) -> tuple[IO[bytes] | None, list[dict], list[str]]:
+    """Check the options and output path, then read every row (these jobs need them all)."""
+    from .io import check_output_path
+    from .runner import check_config
+
+    if cfg.output:  # eval-pairs may run without an output, for its metrics only
+        check_config(cfg)
+        check_output_path(cfg.output, specs)
+    stdin = _buffer_stdin(specs, stdin)
+    records, locations = _read_all(specs, stdin)
+    if not records:
+        raise InputError(f"{specs[0].name}: input has no rows")
+    return stdin, records, locations
+
+
 def _score_to_table(
     specs: list[InputSpec],
     cfg: RunConfig,
@@ -109,15 +126,7 @@ def run_rerank(
     stdout: IO[str] | None = None,
 ) -> RerankResult:
     """Score (unless already scored), rank within groups, keep the top K, write."""
-    from .io import check_output_path
-    from .runner import _check_config
-
-    _check_config(cfg)
-    check_output_path(cfg.output, specs)
-    stdin = _buffer_stdin(specs, stdin)
-    records, _ = _read_all(specs, stdin)
-    if not records:
-        raise InputError(f"{specs[0].name}: input has no rows")
+    stdin, records, _ = _load(specs, cfg, stdin)
     columns = record_columns(records)
     summary = None
     if looks_scored(columns) and not rescore:
@@ -232,16 +241,7 @@ def run_eval_pairs(
     """Pairwise preference accuracy: how often the chosen program scores higher."""
     import pyarrow as pa
 
-    from .io import check_output_path
-    from .runner import _check_config
-
-    if cfg.output:
-        _check_config(cfg)
-        check_output_path(cfg.output, specs)
-    stdin = _buffer_stdin(specs, stdin)
-    records, locations = _read_all(specs, stdin)
-    if not records:
-        raise InputError(f"{specs[0].name}: input has no rows")
+    stdin, records, locations = _load(specs, cfg, stdin)
     cols = record_columns(records)
     qf = _pick(
         cols, cfg.pipeline.question_field, PAIR_QUESTION_FIELDS, "question", "--question-field"

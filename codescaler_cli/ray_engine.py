@@ -228,13 +228,13 @@ def _output_dir(output: str) -> str | None:
 
 def _check_ray_config(cfg: RunConfig, specs: list[InputSpec], out_dir: str | None) -> None:
     from .io import check_output_path
-    from .runner import _check_config
+    from .runner import check_config
 
     if out_dir is None:
-        _check_config(cfg)
+        check_config(cfg)
         check_output_path(cfg.output, specs)
         return
-    _check_config(replace(cfg, output=out_dir + ".parquet"))
+    check_config(replace(cfg, output=out_dir + ".parquet"))
     parent = os.path.dirname(os.path.abspath(out_dir))
     if not os.path.isdir(parent):
         raise OutputError(f"{cfg.output}: directory {parent} does not exist")
@@ -1164,7 +1164,6 @@ def _finalize_dir(
 ) -> None:
     """``-o DIR/``: the parts become ``DIR/part-NNNNN.parquet`` in input order, one schema,
     provenance metadata in each; then the partial directory goes."""
-    import shutil
 
     import pyarrow.parquet as pq
 
@@ -1187,18 +1186,5 @@ def _finalize_dir(
             os.replace(tmp, dst)
     if not order:
         pq.write_table(schema.empty_table(), os.path.join(out_dir, "part-00000.parquet"))
-    rejected = [
-        partial.rejected_part_path(i)
-        for i in order
-        if os.path.exists(partial.rejected_part_path(i))
-    ]
-    if rejected:
-        from .io import atomic_path
-
-        fd, tmp = atomic_path(rejected_path)
-        with os.fdopen(fd, "wb") as out:
-            for p in rejected:
-                with open(p, "rb") as fh:
-                    shutil.copyfileobj(fh, out)
-        os.replace(tmp, rejected_path)
+    partial.merge_rejected(order, rejected_path)
     partial.discard()

@@ -53,7 +53,7 @@ class RunConfig:
     rejected_path: str | None = None
 
 
-def _check_config(cfg: RunConfig) -> None:
+def check_config(cfg: RunConfig) -> None:
     if cfg.chunk_size < 1:
         raise UsageError("--chunk-size must be >= 1")
     if cfg.resume not in ("auto", "never"):
@@ -94,7 +94,7 @@ def run_job(
     stdout: IO[str] | None = None,
 ) -> RunSummary:
     """Run extraction (and scoring when ``cfg.pipeline.score``) over ``specs``."""
-    _check_config(cfg)
+    check_config(cfg)
     check_output_path(cfg.output, specs)
     progress = progress or Progress()
     started = time.perf_counter()
