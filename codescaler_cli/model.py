@@ -139,6 +139,11 @@ class RewardModel:
         self._head = getattr(model, "score", None)
         params = inspect.signature(self._base.forward).parameters if self._base is not None else {}
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._last = None
+        if self._base is not None and self._head is not None:
+            from .last_layer import LastLayer
+
+            self._last = LastLayer.find(self._base)
 
     # ------------------------------------------------------------ text -> ids
 
@@ -173,7 +178,16 @@ class RewardModel:
             ids, lens = ids.to(self.device), lens.to(self.device)
         return ids, lens
 
-    def score_ids(self, seqs: list[list[int]], *, attention_mask: bool = False) -> list[float]:
+    @property
+    def can_trim_last_layer(self) -> bool:
+        """Whether the final layer can run at the scored token only (see last_layer.py).
+        Not under torch.compile: the early stop is a Python exception, a graph break."""
+        compiled = getattr(self._base, "_compiled_call_impl", None) is not None
+        return self._last is not None and not compiled
+
+    def score_ids(
+        self, seqs: list[list[int]], *, attention_mask: bool = False, trim: bool = True
+    ) -> list[float]:
         """Score right-padded sequences; the logit is read at each sequence's last token."""
         import torch
 
@@ -188,29 +202,52 @@ class RewardModel:
                 ).long()
             if self._base is None or self._head is None:
                 out = self.model(input_ids=ids, attention_mask=mask)
-                return out.logits[:, 0].float().cpu().tolist()
+                return out.logits[:, 0].double().cpu().tolist()
+            if trim and self.can_trim_last_layer:
+                last = self._last
+                hidden, kw = last.run_to_input(
+                    lambda: self._base(input_ids=ids, attention_mask=mask, use_cache=False)
+                )
+                pe = kw["position_embeddings"]
+                normed, k, v = last.keys_values(hidden, pe)
+                # The scored token sees its own sequence, not the padding after it.
+                key_mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lens[:, None]
+                final = last.pooled(hidden, normed, lens - 1, pe, k, v, key_mask)
+                return self._head(final)[:, 0].double().cpu().tolist()
             hidden = self._base(
                 input_ids=ids, attention_mask=mask, use_cache=False
             ).last_hidden_state
-            last = hidden[torch.arange(ids.shape[0], device=ids.device), lens - 1]
-            return self._head(last)[:, 0].float().cpu().tolist()
+            final = hidden[torch.arange(ids.shape[0], device=ids.device), lens - 1]
+            return self._head(final)[:, 0].double().cpu().tolist()
 
-    def prefix_states(self, prefixes: list[list[int]]) -> PrefixStates:
+    def prefix_states(self, prefixes: list[list[int]], *, trim: bool = True) -> PrefixStates:
         """Key/value states of shared prompts, computed once per problem (batched, right-padded:
         a real position never attends to a pad slot, so its states are exact)."""
         import torch
+        from transformers import DynamicCache
 
         ids, lens = self._pad(prefixes)
         self.forward_calls += 1
         self.forward_tokens += int(ids.numel())
         with torch.inference_mode():
-            out = self._base(input_ids=ids, use_cache=True)
-            cache = out.cache if hasattr(out, "cache") else out.past_key_values
-            kv = [(layer.keys, layer.values) for layer in cache.layers]
+            if trim and self.can_trim_last_layer:
+                # The final layer of a prompt is only ever read as keys and values.
+                last = self._last
+                cache = DynamicCache(config=self.model.config)
+                hidden, kw = last.run_to_input(
+                    lambda: self._base(input_ids=ids, use_cache=True, **{self._cache_kw: cache})
+                )
+                _, k, v = last.keys_values(hidden, kw["position_embeddings"])
+                n = len(self._base.layers)
+                kv = [(layer.keys, layer.values) for layer in cache.layers[: n - 1]] + [(k, v)]
+            else:
+                out = self._base(input_ids=ids, use_cache=True)
+                cache = out.cache if hasattr(out, "cache") else out.past_key_values
+                kv = [(layer.keys, layer.values) for layer in cache.layers]
         return PrefixStates(kv, [len(p) for p in prefixes], lens)
 
     def score_suffixes(
-        self, states: PrefixStates, rows: list[tuple[int, list[int]]]
+        self, states: PrefixStates, rows: list[tuple[int, list[int]]], *, trim: bool = True
     ) -> list[float]:
         """Score ``prefix[g] + suffix`` for each ``(g, suffix)`` row against cached prefix states.
 
@@ -244,15 +281,33 @@ class RewardModel:
                 slots = torch.arange(pmax + width, device=dev)[None, :]
                 mask = (slots < plen[:, None]) | (slots >= pmax)
             pos = plen[:, None] + torch.arange(width, device=dev)[None, :]
-            out = self._base(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=pos,
-                use_cache=True,
-                **{self._cache_kw: DynamicCache(kv)},
-            )
-            last = out.last_hidden_state[torch.arange(b, device=dev), lens - 1]
-            return self._head(last)[:, 0].float().cpu().tolist()
+
+            def forward():
+                return self._base(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=pos,
+                    use_cache=True,
+                    **{self._cache_kw: DynamicCache(kv)},
+                )
+
+            if trim and self.can_trim_last_layer:
+                last = self._last
+                hidden, kw = last.run_to_input(forward)
+                pe = kw["position_embeddings"]
+                normed, k, v = last.keys_values(hidden, pe)
+                pk, pv = kv[-1]
+                # Own prompt slots (all of them when none is padded), then own answer tokens.
+                seen = plen[:, None] > torch.arange(pmax, device=dev)[None, :]
+                own = torch.arange(width, device=dev)[None, :] < lens[:, None]
+                key_mask = torch.cat([seen, own], dim=1)
+                keys = torch.cat([pk, k], dim=2)
+                values = torch.cat([pv, v], dim=2)
+                final = last.pooled(hidden, normed, lens - 1, pe, keys, values, key_mask)
+                return self._head(final)[:, 0].double().cpu().tolist()
+            out = forward()
+            final = out.last_hidden_state[torch.arange(b, device=dev), lens - 1]
+            return self._head(final)[:, 0].double().cpu().tolist()
 
     @property
     def supports_prefix_reuse(self) -> bool:

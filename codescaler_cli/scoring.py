@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from .model import RewardModel
 
 ProgressFn = Callable[[int, int], None]  # (candidates scored, real tokens scored)
+# A batch is closed before padding exceeds this share of its tokens. With many candidates the
+# budget fills with similar lengths anyway; with few, padding to the longest would be waste.
+MAX_PADDING = 0.1
 
 
 @dataclass
@@ -35,6 +38,8 @@ class ScoringOptions:
     # Right padding makes the mask unnecessary for last-token pooling (exact either way).
     # None: leave it out, except for float32 on CUDA, where the masked kernel is faster.
     attention_mask: bool | None = None
+    # Run the final layer at the scored token only (exact; see last_layer.py).
+    trim_last_layer: bool = True
 
 
 @dataclass
@@ -119,6 +124,7 @@ class Scorer:
             import torch
 
             self.attention_mask = rm.device.type == "cuda" and rm.dtype == torch.float32
+        self.trim = self.options.trim_last_layer
         self.stats = ScoreStats()
 
     # ------------------------------------------------------------ encoding
@@ -221,7 +227,8 @@ class Scorer:
             rest = self._score_prefix_groups(encoded, questions, todo, scores, progress)
         seqs = [encoded[i].ids for i in rest]
         lengths = [len(s) for s in seqs]
-        for batch in plan_batches(lengths, self.budget, self.options.max_batch_size):
+        plans = plan_batches(lengths, self.budget, self.options.max_batch_size, MAX_PADDING)
+        for batch in plans:
             part = [seqs[j] for j in batch]
             for j, s in zip(batch, self._forward(part), strict=True):
                 scores[rest[j]] = s
@@ -300,12 +307,15 @@ class Scorer:
         pmax = max(len(g.prefix) for g in batch)
         lengths = [len(batch[gi].suffixes[k]) for gi, k in rows]
         states = self._with_backoff(
-            lambda: self.rm.prefix_states([g.prefix for g in batch]), pmax * len(batch)
+            lambda: self.rm.prefix_states([g.prefix for g in batch], trim=self.trim),
+            pmax * len(batch),
         )
         # Answers of one pass share nothing but the cached prompts, so they are sorted by
         # length across problems and padding is capped; every row attends to up to pmax
         # cached positions, which the budget counts.
-        plans = plan_batches(lengths, self.budget, self.options.max_batch_size, 0.1, context=pmax)
+        plans = plan_batches(
+            lengths, self.budget, self.options.max_batch_size, MAX_PADDING, context=pmax
+        )
         for plan in plans:
             part = [rows[j] for j in plan]
             out = self._forward_suffixes(states, batch, part, pmax)
@@ -321,7 +331,7 @@ class Scorer:
     def _forward_suffixes(self, states, batch, part, pmax: int) -> list[float]:
         seqs = [(gi, batch[gi].suffixes[k]) for gi, k in part]
         try:
-            out = self.rm.score_suffixes(states, seqs)
+            out = self.rm.score_suffixes(states, seqs, trim=self.trim)
         except Exception as exc:
             if not is_oom(exc):
                 raise
@@ -368,7 +378,7 @@ class Scorer:
     def _forward(self, seqs: list[list[int]]) -> list[float]:
         """One planned batch, halved on out-of-memory without changing any score."""
         try:
-            out = self.rm.score_ids(seqs, attention_mask=self.attention_mask)
+            out = self.rm.score_ids(seqs, attention_mask=self.attention_mask, trim=self.trim)
         except Exception as exc:
             if not is_oom(exc):
                 raise

@@ -62,9 +62,14 @@ def test_lengths_really_differ(rm):
 
 @pytest.mark.parametrize("budget", [64, 700, 4096, 10**6])
 @pytest.mark.parametrize(("prefix_reuse", "pack"), [(False, None), (True, False), (True, True)])
-def test_matches_single_candidate_reference(rm, reference, budget, prefix_reuse, pack):
+@pytest.mark.parametrize("trim", [True, False])
+def test_matches_single_candidate_reference(rm, reference, budget, prefix_reuse, pack, trim):
     res, scorer = _score(
-        rm, max_tokens_per_batch=budget, prefix_reuse=prefix_reuse, pack_groups=pack
+        rm,
+        max_tokens_per_batch=budget,
+        prefix_reuse=prefix_reuse,
+        pack_groups=pack,
+        trim_last_layer=trim,
     )
     assert all(s is not None for s in res.score)
     diff = max(abs(a - b) for a, b in zip(res.score, reference, strict=True))
@@ -73,6 +78,41 @@ def test_matches_single_candidate_reference(rm, reference, budget, prefix_reuse,
         assert scorer.stats.batches < len(reference)  # batching really happened
     if prefix_reuse:
         assert scorer.stats.prefix_groups >= 1
+
+
+@pytest.fixture(scope="module")
+def rm64(tiny_model_dir):
+    from codescaler_cli.model import ModelOptions, RewardModel, load_reward_model
+
+    rm = load_reward_model(ModelOptions(model=str(tiny_model_dir), device="cpu", dtype="float32"))
+    return RewardModel(rm.tokenizer, rm.model.double(), name=rm.name, revision=None)
+
+
+@pytest.fixture(scope="module")
+def reference64(rm64):
+    """The model card's path on each candidate alone (no padding), in float64."""
+    out = []
+    with torch.no_grad():
+        for q, c in _pairs():
+            ids = rm64.tokenizer(rm64.render(q, c), return_tensors="pt")["input_ids"]
+            out.append(rm64.model(input_ids=ids).logits[0, 0].item())
+    return out
+
+
+@pytest.mark.parametrize("budget", [64, 700, 10**6])
+@pytest.mark.parametrize(("prefix_reuse", "pack"), [(False, None), (True, False), (True, True)])
+@pytest.mark.parametrize(("trim", "mask"), [(True, False), (False, False), (True, True)])
+def test_every_path_is_exact_in_float64(rm64, reference64, budget, prefix_reuse, pack, trim, mask):
+    """In float64 rounding vanishes: every path is the same arithmetic, not just close in fp32."""
+    res, _ = _score(
+        rm64,
+        max_tokens_per_batch=budget,
+        prefix_reuse=prefix_reuse,
+        pack_groups=pack,
+        trim_last_layer=trim,
+        attention_mask=mask,
+    )
+    assert max(abs(a - b) for a, b in zip(res.score, reference64, strict=True)) <= 1e-9
 
 
 def test_attention_mask_is_unnecessary_with_right_padding(rm, reference):
@@ -142,9 +182,9 @@ def _oom_when_wider_than(rm, monkeypatch, limit):
         check(seqs)
         return real_ids(seqs, **kw)
 
-    def fake_suffixes(states, rows):
+    def fake_suffixes(states, rows, **kw):
         check([s for _, s in rows], max(states.lengths))
-        return real_suffixes(states, rows)
+        return real_suffixes(states, rows, **kw)
 
     monkeypatch.setattr(rm, "score_ids", fake_ids)
     monkeypatch.setattr(rm, "score_suffixes", fake_suffixes)

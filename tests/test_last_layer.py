@@ -1,0 +1,136 @@
+"""The final layer run at the scored token only: same scores as the full final layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codescaler_cli.last_layer import LastLayer
+from codescaler_cli.model import RewardModel
+from codescaler_cli.scoring import common_prefix_len
+
+ARCHS = ["qwen3", "qwen2", "llama", "mistral"]
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _reward_model(arch: str, tok, dtype=torch.float32, **extra) -> RewardModel:
+    import transformers as tf
+
+    config_cls, model_cls = {
+        "qwen3": (tf.Qwen3Config, tf.Qwen3ForSequenceClassification),
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForSequenceClassification),
+        "llama": (tf.LlamaConfig, tf.LlamaForSequenceClassification),
+        "mistral": (tf.MistralConfig, tf.MistralForSequenceClassification),
+    }[arch]
+    config = config_cls(
+        vocab_size=-(-len(tok) // 64) * 64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=0.1,
+        pad_token_id=tok.pad_token_id,
+        num_labels=1,
+        **extra,
+    )
+    if arch == "mistral":
+        config.sliding_window = None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = model_cls._from_config(config, attn_implementation="sdpa")
+    with torch.no_grad():  # scores of a few units, like a trained head
+        model.score.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    return RewardModel(tok, model.to(dtype).eval(), name=arch, revision=None)
+
+
+def _seqs(rm: RewardModel, question: str, n: int) -> list[list[int]]:
+    codes = [
+        "def f(x):\n"
+        + "".join(f"    x = x * {k} + {i}\n" for i in range(3 * k + 1))
+        + "    return x\n"
+        for k in range(n)
+    ]
+    return rm.encode([rm.render(question, c) for c in codes])
+
+
+def _tol(dtype) -> float:
+    # float64 checks the algebra (scores agree to double rounding); float32 the 1e-5 standard.
+    return 1e-9 if dtype == torch.float64 else 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_trimmed_final_layer_gives_the_same_scores(tok, arch, dtype):
+    rm = _reward_model(arch, tok, dtype)
+    assert rm.can_trim_last_layer
+    seqs = _seqs(rm, "Sum the even numbers of a list.\n" * 3, 6)
+    assert len({len(s) for s in seqs}) == len(seqs)  # right padding really happens
+    for mask in (False, True):
+        full = rm.score_ids(seqs, attention_mask=mask, trim=False)
+        trimmed = rm.score_ids(seqs, attention_mask=mask, trim=True)
+        assert max(full) - min(full) > 0.05  # the candidates really score differently
+        assert max(abs(a - b) for a, b in zip(full, trimmed, strict=True)) <= _tol(dtype)
+    alone = [rm.score_ids([s], trim=True)[0] for s in seqs]
+    assert max(abs(a - b) for a, b in zip(full, alone, strict=True)) <= _tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_trimmed_final_layer_with_cached_prompts(tok, arch, dtype):
+    rm = _reward_model(arch, tok, dtype)
+    # Two problems whose prompts differ in length: packed passes mask the shorter one's pad.
+    groups = [_seqs(rm, "Reverse a string.", 4), _seqs(rm, "Merge two sorted lists.\n" * 4, 4)]
+    prefixes, rows, whole = [], [], []
+    for g, seqs in enumerate(groups):
+        p = common_prefix_len(seqs)
+        assert p >= 8
+        prefixes.append(seqs[0][:p])
+        rows += [(g, s[p:]) for s in seqs]
+        whole += seqs
+    reference = rm.score_ids(whole, trim=False)
+    full_states = rm.prefix_states(prefixes, trim=False)
+    trimmed_states = rm.prefix_states(prefixes, trim=True)
+    for (k1, v1), (k2, v2) in zip(full_states.kv, trimmed_states.kv, strict=True):
+        assert torch.allclose(k1, k2, atol=_tol(dtype)) and torch.allclose(v1, v2, atol=_tol(dtype))
+    for states in (full_states, trimmed_states):
+        packed = rm.score_suffixes(states, rows, trim=True)
+        one_group = rm.score_suffixes(states, rows[4:], trim=True)
+        untrimmed = rm.score_suffixes(states, rows, trim=False)
+        for got in (packed, one_group, untrimmed):
+            want = reference[-len(got) :]
+            assert max(abs(a - b) for a, b in zip(got, want, strict=True)) <= _tol(dtype)
+
+
+def test_unsupported_final_layers_take_the_full_pass(tok):
+    sliding = _reward_model(
+        "qwen3",
+        tok,
+        use_sliding_window=True,
+        sliding_window=16,
+        max_window_layers=0,
+        layer_types=["sliding_attention", "sliding_attention"],
+    )
+    assert LastLayer.find(sliding._base) is None and not sliding.can_trim_last_layer
+    seqs = _seqs(sliding, "Count vowels.", 3)
+    assert sliding.score_ids(seqs, trim=True) == sliding.score_ids(seqs, trim=False)
+
+    compiled = _reward_model("qwen3", tok)
+    compiled._base.compile()  # lazy: nothing compiles until a call
+    assert compiled._last is not None and not compiled.can_trim_last_layer
+
+
+def test_the_early_stop_leaves_no_hook_behind(tok):
+    rm = _reward_model("qwen3", tok)
+    layer = rm._base.layers[-1]
+    rm.score_ids(_seqs(rm, "Count vowels.", 2))
+    assert not layer._forward_pre_hooks
+    with pytest.raises(IndexError):  # a failure before the final layer is re-raised as is
+        rm.score_ids([[len(tok) + 10_000]])
+    assert not layer._forward_pre_hooks
