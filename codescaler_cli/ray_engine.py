@@ -28,6 +28,7 @@ Ray is an optional extra: it is imported only inside functions.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io as _io
 import itertools
 import json
@@ -718,6 +719,13 @@ def _ray_session(ray: Any, opts: RayOptions) -> Iterator[_Session]:
         if quiet:
             data_logger.setLevel(logging.CRITICAL)  # errors are re-raised by us, one line each
         yield session
+    except BaseException as exc:
+        # The frames of an interrupted ray.get hold object references; freed only after
+        # ray.shutdown() below, they would reach into the stopped worker, and Ray then
+        # exits the process with status 1. Free them while Ray is still up.
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()
+        raise
     finally:
         # A second Ctrl-C must not cut the shutdown short and leave processes behind.
         old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
