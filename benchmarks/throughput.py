@@ -270,7 +270,7 @@ def baseline(
                 input_ids=toks["input_ids"].to(device),
                 attention_mask=toks["attention_mask"].to(device),
             )
-        scores += out.logits.squeeze(-1).float().cpu().tolist()
+        scores += out.logits.squeeze(-1).cpu().tolist()  # as the card does
     sync(device)
     return Row(
         "baseline (model card, batch 16)",
@@ -312,6 +312,21 @@ def pipeline_run(rm, records: list[dict], name: str, device: str, ref: list[floa
 
         row.peak_gib = torch.cuda.max_memory_allocated() / 2**30
     return row, scores, scorer
+
+
+def f64_check(rm, pairs: list[tuple[str, str]], device: str) -> float:
+    """Max |diff| between all optimisations and the card's path on each candidate alone,
+    both in float64: what is left is double rounding, so any real error would show."""
+    import copy
+
+    from codescaler_cli.model import RewardModel
+    from codescaler_cli.scoring import Scorer
+
+    rm64 = RewardModel(rm.tokenizer, copy.deepcopy(rm.model).double(), name="f64", revision=None)
+    _, alone = baseline(rm64, pairs, device, batch=1)
+    # The scorer itself: the output table stores scores as float32.
+    got = Scorer(rm64).score_pairs([q for q, _ in pairs], [c for _, c in pairs]).score
+    return max(abs(a - b) for a, b in zip(got, alone, strict=True))
 
 
 def matmul_peak(device: str, dtype) -> float:
@@ -426,6 +441,7 @@ def main() -> None:
     ap.add_argument(
         "--repeat", type=int, default=1, help="time every path N times, interleaved; report medians"
     )
+    ap.add_argument("--no-f64-check", action="store_true", help="skip the float64 exactness check")
     ap.add_argument("--json", help="write the rows as JSON here")
     args = ap.parse_args()
 
@@ -559,6 +575,13 @@ def main() -> None:
             row.flops, row.useful_tokens = base_row.flops, base_row.real_tokens
             rows.append(row)
         print_table()
+    if not args.no_f64_check:
+        k = 3 * n  # the first three problems
+        diff = f64_check(rm, pairs[:k], args.device)
+        print(
+            f"float64 check, {k} candidates: all optimisations vs the card's path on each "
+            f"candidate alone, max |diff| {diff:.1e}"
+        )
     if args.ray:
         ray_rows(args, records, Path(workdir.name))
     if args.json:
