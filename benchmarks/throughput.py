@@ -425,6 +425,12 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--problems", type=int)
     ap.add_argument("--n", type=int, help="candidates per problem")
+    ap.add_argument(
+        "--prompt-tokens", type=int, nargs=2, metavar=("LO", "HI"), help="prompt length range"
+    )
+    ap.add_argument(
+        "--answer-tokens", type=int, nargs=2, metavar=("LO", "HI"), help="answer length range"
+    )
     ap.add_argument("--budget", type=int, help="--max-tokens-per-batch for codescaler rows")
     ap.add_argument("--tokenizer-dir", help="a saved Qwen tokenizer (skips the offline conversion)")
     ap.add_argument("--only-default", action="store_true", help="skip the ablation rows")
@@ -450,18 +456,26 @@ def main() -> None:
     prof = PROFILES[args.profile]
     problems = args.problems or prof["problems"]
     n = args.n or prof["n"]
-    records = make_records(problems, n, prof["prompt"], prof["answer"])
+    prompt = tuple(args.prompt_tokens or prof["prompt"])
+    answer = tuple(args.answer_tokens or prof["answer"])
+    records = make_records(problems, n, prompt, answer)
     torch.set_grad_enabled(False)
     workdir = tempfile.TemporaryDirectory()
     rm = load_model(args.profile, args.device, args.dtype, Path(workdir.name), args.tokenizer_dir)
     from codescaler_cli.extract import extract_code
+    from codescaler_cli.scoring import common_prefix_len
 
     pairs = [(r["question"], extract_code(r["response"]).code) for r in records]
-    lengths = [len(x) for x in rm.encode([rm.render(q, c) for q, c in pairs])]
+    ids = rm.encode([rm.render(q, c) for q, c in pairs])
+    lengths = [len(x) for x in ids]
+    # The shared prompt of each problem (what prompt reuse computes once) and the answers.
+    shared = [common_prefix_len(ids[k : k + n]) for k in range(0, len(ids), n)]
+    answers = [len(x) - shared[k // n] for k, x in enumerate(ids)]
     print(
         f"profile {args.profile}: {sum(p.numel() for p in rm.model.parameters()) / 1e6:.0f}M params, "
         f"{rm.dtype}, {rm.device}; {problems} problems x {n} candidates; tokens/candidate "
-        f"median {statistics.median(lengths):.0f}, max {max(lengths)}",
+        f"median {statistics.median(lengths):.0f}, max {max(lengths)}; prompt median "
+        f"{statistics.median(shared):.0f}, answer median {statistics.median(answers):.0f}",
         file=sys.stderr,
     )
     # Warm up kernels and allocators on a few candidates.

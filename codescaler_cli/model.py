@@ -204,16 +204,9 @@ class RewardModel:
                 out = self.model(input_ids=ids, attention_mask=mask)
                 return out.logits[:, 0].double().cpu().tolist()
             if trim and self.can_trim_last_layer:
-                last = self._last
-                hidden, kw = last.run_to_input(
-                    lambda: self._base(input_ids=ids, attention_mask=mask, use_cache=False)
+                return self._score_trimmed(
+                    lambda: self._base(input_ids=ids, attention_mask=mask, use_cache=False), lens
                 )
-                pe = kw["position_embeddings"]
-                normed, k, v = last.keys_values(hidden, pe)
-                # The scored token sees its own sequence, not the padding after it.
-                key_mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lens[:, None]
-                final = last.pooled(hidden, normed, lens - 1, pe, k, v, key_mask)
-                return self._head(final)[:, 0].double().cpu().tolist()
             hidden = self._base(
                 input_ids=ids, attention_mask=mask, use_cache=False
             ).last_hidden_state
@@ -292,22 +285,37 @@ class RewardModel:
                 )
 
             if trim and self.can_trim_last_layer:
-                last = self._last
-                hidden, kw = last.run_to_input(forward)
-                pe = kw["position_embeddings"]
-                normed, k, v = last.keys_values(hidden, pe)
-                pk, pv = kv[-1]
-                # Own prompt slots (all of them when none is padded), then own answer tokens.
+                # Each row's own prompt slots (all of them when none is padded).
                 seen = plen[:, None] > torch.arange(pmax, device=dev)[None, :]
-                own = torch.arange(width, device=dev)[None, :] < lens[:, None]
-                key_mask = torch.cat([seen, own], dim=1)
-                keys = torch.cat([pk, k], dim=2)
-                values = torch.cat([pv, v], dim=2)
-                final = last.pooled(hidden, normed, lens - 1, pe, keys, values, key_mask)
-                return self._head(final)[:, 0].double().cpu().tolist()
+                return self._score_trimmed(forward, lens, kv[-1], seen)
             out = forward()
             final = out.last_hidden_state[torch.arange(b, device=dev), lens - 1]
             return self._head(final)[:, 0].double().cpu().tolist()
+
+    def _score_trimmed(
+        self,
+        forward: Any,
+        lens: torch.Tensor,
+        prompt_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        prompt_seen: torch.Tensor | None = None,
+    ) -> list[float]:
+        """Run ``forward`` (a call of the decoder stack) up to its final layer, then finish
+        that layer at each row's last token. ``prompt_kv``: the final layer's cached prompt
+        keys/values, ``prompt_seen``: which of their slots each row may see."""
+        import torch
+
+        last = self._last
+        hidden, kw = last.run_to_input(forward)
+        pe = kw["position_embeddings"]
+        normed, keys, values = last.keys_values(hidden, pe)
+        # The scored token sees its own tokens, not the padding after them.
+        key_mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lens[:, None]
+        if prompt_kv is not None:
+            keys = torch.cat([prompt_kv[0], keys], dim=2)
+            values = torch.cat([prompt_kv[1], values], dim=2)
+            key_mask = torch.cat([prompt_seen, key_mask], dim=1)
+        final = last.pooled(hidden, normed, lens - 1, pe, keys, values, key_mask)
+        return self._head(final)[:, 0].double().cpu().tolist()
 
     @property
     def supports_prefix_reuse(self) -> bool:
