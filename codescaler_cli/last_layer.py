@@ -102,7 +102,9 @@ class LastLayer:
         return out.transpose(1, 2)
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        return self._rotary(x, x, cos, sin)[0]
+        # The model's own rotary function rotates a (query, key) pair; an empty second
+        # tensor (no heads) keeps it from rotating ``x`` twice.
+        return self._rotary(x, x[:, :0], cos, sin)[0]
 
     def keys_values(
         self, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]

@@ -269,11 +269,16 @@ class RewardModel:
             else:
                 kv = [(k.index_select(0, groups), v.index_select(0, groups)) for k, v in states.kv]
             pmax = kv[0][0].shape[2]
+            # Each row sees its own prompt slots (all of them when none is padded) ...
+            seen = plen[:, None] > torch.arange(pmax, device=dev)[None, :]
             mask = None
             if not (single and states.lengths[rows[0][0]] == pmax):
-                slots = torch.arange(pmax + width, device=dev)[None, :]
-                mask = (slots < plen[:, None]) | (slots >= pmax)
+                # ... and every answer slot (causality hides the later ones).
+                mask = torch.cat([seen, seen.new_ones(b, width)], dim=1)
             pos = plen[:, None] + torch.arange(width, device=dev)[None, :]
+            trimmed = trim and self.can_trim_last_layer
+            # A trimmed pass stops before the final layer: its cached prompt is read directly.
+            cache = DynamicCache(kv[:-1] if trimmed else kv)
 
             def forward():
                 return self._base(
@@ -281,12 +286,10 @@ class RewardModel:
                     attention_mask=mask,
                     position_ids=pos,
                     use_cache=True,
-                    **{self._cache_kw: DynamicCache(kv)},
+                    **{self._cache_kw: cache},
                 )
 
-            if trim and self.can_trim_last_layer:
-                # Each row's own prompt slots (all of them when none is padded).
-                seen = plen[:, None] > torch.arange(pmax, device=dev)[None, :]
+            if trimmed:
                 return self._score_trimmed(forward, lens, kv[-1], seen)
             out = forward()
             final = out.last_hidden_state[torch.arange(b, device=dev), lens - 1]

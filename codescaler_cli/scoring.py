@@ -124,6 +124,9 @@ class Scorer:
             import torch
 
             self.attention_mask = rm.device.type == "cuda" and rm.dtype == torch.float32
+        self.pack_groups = self.options.pack_groups
+        if self.pack_groups is None:
+            self.pack_groups = rm.device.type != "cpu"
         self.trim = self.options.trim_last_layer
         self.stats = ScoreStats()
 
@@ -267,10 +270,7 @@ class Scorer:
             groups.append(_Group(members, seqs[0][:p], [s[p:] for s in seqs]))
             self.stats.prefix_groups += 1
             self.stats.prefix_tokens_saved += p * (len(members) - 1)
-        pack = self.options.pack_groups
-        if pack is None:
-            pack = self.rm.device.type != "cpu"
-        for batch in self._plan_groups(groups, pack):
+        for batch in self._plan_groups(groups, self.pack_groups):
             self._run_group_batch(batch, scores, progress)
         return rest
 
@@ -306,10 +306,16 @@ class Scorer:
         rows = [(gi, k) for gi, g in enumerate(batch) for k in range(len(g.suffixes))]
         pmax = max(len(g.prefix) for g in batch)
         lengths = [len(batch[gi].suffixes[k]) for gi, k in rows]
-        states = self._with_backoff(
-            lambda: self.rm.prefix_states([g.prefix for g in batch], trim=self.trim),
-            pmax * len(batch),
-        )
+        try:
+            states = self.rm.prefix_states([g.prefix for g in batch], trim=self.trim)
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            self._release_memory()
+            raise ModelError(
+                f"out of memory computing prompt states ({pmax * len(batch)} tokens); lower "
+                "--max-tokens-per-batch or use --no-prefix-reuse"
+            ) from None
         # Answers of one pass share nothing but the cached prompts, so they are sorted by
         # length across problems and padding is capped; every row attends to up to pmax
         # cached positions, which the budget counts.
@@ -345,18 +351,6 @@ class Scorer:
             )
         self._count(len(part), sum(len(s) for _, s in seqs), max(len(s) for _, s in seqs))
         return out
-
-    def _with_backoff(self, fn, size: int):
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
-            self._release_memory()
-            raise ModelError(
-                f"out of memory computing prompt states ({size} tokens); lower "
-                "--max-tokens-per-batch or use --no-prefix-reuse"
-            ) from None
 
     def _single_oom(self, n_tokens: int) -> ModelError:
         return ModelError(
