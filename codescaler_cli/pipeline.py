@@ -29,6 +29,8 @@ RESPONSE_FIELDS = ("response", "completion", "output", "code", "answer", "genera
 EXTRACT_COLUMNS = ("code", "code_valid", "extract_method", "n_code_blocks")
 SCORE_COLUMNS = ("score", "reward", "n_tokens", "truncated")
 OUTPUT_COLUMNS = EXTRACT_COLUMNS + SCORE_COLUMNS
+# Field detection looks at the columns of this many readable rows (both engines).
+FIELDS_PROBE_ROWS = 1000
 
 
 @dataclass
@@ -234,6 +236,7 @@ class PreparedChunk:
     extractions: list[Any]
     questions: list[str]
     prepared: Any = None  # scoring.Prepared when scoring
+    rows: list[int] = field(default_factory=list)  # positions of ``records`` in the chunk
 
 
 def prepare_chunk(
@@ -258,7 +261,7 @@ def prepare_chunk(
         if scorer is None:
             raise ValueError("scoring requested without a scorer")
         prepared = scorer.prepare(questions, [e.code for e in extractions])
-    return PreparedChunk(chunk, records, bad, extractions, questions, prepared)
+    return PreparedChunk(chunk, records, bad, extractions, questions, prepared, good)
 
 
 def finish_chunk(
@@ -406,7 +409,7 @@ def first_fields(chunk: Chunk, options: PipelineOptions, source: str) -> Fields:
     return detect_fields(keys, options.question_field, options.response_field, source)
 
 
-def record_columns(records: Sequence[dict[str, Any]], limit: int = 1000) -> list[str]:
+def record_columns(records: Sequence[dict[str, Any]], limit: int = FIELDS_PROBE_ROWS) -> list[str]:
     """Column names in first-seen order over the first ``limit`` rows."""
     keys: dict[str, None] = {}
     for rec in records[:limit]:

@@ -60,11 +60,11 @@ from .io import (
     Chunk,
     InputSpec,
     dumps_row,
-    fingerprint_inputs,
     iter_chunks,
     parse_jsonl_line,
 )
 from .pipeline import (
+    FIELDS_PROBE_ROWS,
     ChunkResult,
     Fields,
     PipelineOptions,
@@ -74,9 +74,8 @@ from .pipeline import (
     first_fields,
     location_order,
     summarize_chunk,
-    validate_rows,
 )
-from .runner import RunConfig
+from .runner import RunConfig, add_resumed, run_fingerprint, scoring_options
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -85,7 +84,6 @@ RAY_INSTALL_HINT = "--engine ray needs Ray: pip install 'codescaler-cli[ray]'"
 ROW_ID = "__codescaler_row_id"
 # Row ids are (chunk index << 32) + position in the chunk: unique, in input order.
 _ROW_ID_SHIFT = 32
-_FIELDS_PROBE_ROWS = 1000  # rows read on the driver to detect fields (first_fields looks at 100)
 
 
 @dataclass
@@ -331,10 +329,10 @@ def _detect_fields(source: _Source, cfg: RunConfig) -> Fields:
     first = source.pieces[0]
     if first.chunk is not None:
         return first_fields(first.chunk, cfg.pipeline, source.spec.name)
-    probe = min(cfg.chunk_size, _FIELDS_PROBE_ROWS)
+    probe = min(cfg.chunk_size, FIELDS_PROBE_ROWS)
     chunk = next(iter_chunks([source.spec], probe), Chunk(0, [], []))
-    if len(chunk.records) < 100 and chunk.n_read == probe < cfg.chunk_size:
-        # Fewer than 100 usable rows in the probe: look at the whole first chunk.
+    if len(chunk.records) < FIELDS_PROBE_ROWS and chunk.n_read == probe < cfg.chunk_size:
+        # Bad lines in the probe: the local engine reads past them, so read the whole chunk.
         chunk = next(iter_chunks([source.spec], cfg.chunk_size), chunk)
     return first_fields(chunk, cfg.pipeline, source.spec.name)
 
@@ -566,11 +564,10 @@ class ScorerActor:
                 torch.set_num_threads(threads)
             if pipeline.score:
                 from .model import load_reward_model
-                from .scoring import Scorer, ScoringOptions
+                from .scoring import Scorer
 
                 self.rm = load_reward_model(replace(cfg.model, device=device))
-                scoring = {**vars(cfg.scoring), "max_length": pipeline.max_length}
-                self.options = ScoringOptions(**scoring)
+                self.options = scoring_options(cfg)
                 self.scorer = Scorer(self.rm, self.options)
             from .pipeline import provenance
 
@@ -606,13 +603,12 @@ class ScorerActor:
                 scorer = Scorer(_ShardModel(self.rm, shard, shards), self.options)
             with self.prepare_lock:
                 prepared = prepare_chunk(chunk, self.fields, self.pipeline, scorer, "skip")
-                good, _ = validate_rows(chunk, self.fields)
             tally = _Tally()
             with self.model_lock:
                 calls = self.rm.forward_calls if self.rm is not None else 0
                 result = finish_chunk(prepared, self.pipeline, scorer, tally)
                 calls = (self.rm.forward_calls - calls) if self.rm is not None else 0
-            ids = [(index << _ROW_ID_SHIFT) + i for i in good]
+            ids = [(index << _ROW_ID_SHIFT) + i for i in prepared.rows]
             table = result.table.append_column(ROW_ID, pa.array(ids, pa.int64()))
             return {
                 **row,
@@ -801,31 +797,6 @@ def _node_cpus(ray: Any, node_id: str) -> float:
 # ---------------------------------------------------------------- the run
 
 
-def _fingerprint(specs: list[InputSpec], cfg: RunConfig, res: _Resources) -> dict[str, Any]:
-    """The local engine's resume fingerprint, with the workers' device: the parts are the
-    same chunks either way, so a run interrupted under one engine resumes under the other."""
-    fp: dict[str, Any] = {
-        "inputs": fingerprint_inputs(specs),
-        "pipeline": cfg.pipeline.fingerprint(),
-        "chunk_size": cfg.chunk_size,
-        "on_bad_row": cfg.on_bad_row,
-    }
-    if cfg.pipeline.score:
-        import torch
-
-        from .model import dtype_name, resolve_dtype
-
-        m = cfg.model
-        device = torch.device(res.device)
-        fp["model"] = {
-            "model": os.path.abspath(m.model) if os.path.isdir(m.model) else m.model,
-            "revision": m.revision,
-            "dtype": dtype_name(resolve_dtype(m.dtype, device)),
-            "device_type": device.type,
-        }
-    return fp
-
-
 def _run(
     session: _Session,
     res: _Resources,
@@ -846,7 +817,7 @@ def _run(
 
     partial: PartialRun | None = None
     if not to_stdout:
-        partial = PartialRun(base, _fingerprint(specs, cfg, res))
+        partial = PartialRun(base, run_fingerprint(specs, cfg, res.device))
     # stdin cannot be fingerprinted, so a run reading it never resumes.
     resume = "never" if any(s.kind == "stdin" for s in specs) else cfg.resume
     writer = _StdoutWriter(stdout, rejected_path) if to_stdout else None
@@ -859,7 +830,7 @@ def _run(
                 progress.message(msg)
             for i in sorted(partial.parts):
                 meta = meta or _part_meta(partial, i)
-                _add_resumed(summary, partial, i)
+                add_resumed(summary, partial, i)
                 progress.advance(partial.parts[i].rows_written, 0)
         todo = [p for p in pieces if partial is None or not partial.done(p.index)]
         gate = _ErrorGate(cfg.on_bad_row, done=set(partial.parts) if partial else set())
@@ -1084,14 +1055,6 @@ def _part_meta(partial: PartialRun, index: int) -> dict[str, str] | None:
     raw = pq.read_schema(partial.part_path(index)).metadata or {}
     meta = {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"codescaler.")}
     return meta or None
-
-
-def _add_resumed(summary: RunSummary, partial: PartialRun, index: int) -> None:
-    info = partial.parts[index]
-    result = ChunkResult(partial.read_part(index), [], info.unique_scored)
-    summarize_chunk(summary, result, info.rows_read)
-    summary.rejected += info.rejected
-    summary.chunks_resumed += 1
 
 
 class _ErrorGate:

@@ -72,16 +72,36 @@ def check_config(cfg: RunConfig) -> None:
     output_format(cfg.output)
 
 
-def _model_fingerprint(opts: ModelOptions) -> dict[str, Any]:
-    from .model import dtype_name, resolve_device, resolve_dtype
-
-    device = resolve_device(opts.device)
-    return {
-        "model": os.path.abspath(opts.model) if os.path.isdir(opts.model) else opts.model,
-        "revision": opts.revision,
-        "dtype": dtype_name(resolve_dtype(opts.dtype, device)),
-        "device_type": device.type,
+def run_fingerprint(
+    specs: list[InputSpec], cfg: RunConfig, device: str | None = None
+) -> dict[str, Any]:
+    """What a resumed run must share with the interrupted one. ``device``: where the model
+    runs when that is not this process (Ray workers); default: resolved here."""
+    fp: dict[str, Any] = {
+        "inputs": fingerprint_inputs(specs),
+        "pipeline": cfg.pipeline.fingerprint(),
+        "chunk_size": cfg.chunk_size,
+        "on_bad_row": cfg.on_bad_row,
     }
+    if cfg.pipeline.score:
+        import torch
+
+        from .model import dtype_name, resolve_device, resolve_dtype
+
+        m = cfg.model
+        dev = torch.device(device) if device else resolve_device(m.device)
+        fp["model"] = {
+            "model": os.path.abspath(m.model) if os.path.isdir(m.model) else m.model,
+            "revision": m.revision,
+            "dtype": dtype_name(resolve_dtype(m.dtype, dev)),
+            "device_type": dev.type,
+        }
+    return fp
+
+
+def scoring_options(cfg: RunConfig) -> ScoringOptions:
+    """The run's scoring options, with the pipeline's max length."""
+    return ScoringOptions(**{**vars(cfg.scoring), "max_length": cfg.pipeline.max_length})
 
 
 def run_job(
@@ -112,22 +132,13 @@ def run_job(
 
                 progress.message(f"loading model {cfg.model.model}")
                 state["rm"] = load_reward_model(cfg.model)
-            opts = ScoringOptions(**{**vars(cfg.scoring), "max_length": cfg.pipeline.max_length})
-            state["scorer"] = Scorer(state["rm"], opts)
+            state["scorer"] = Scorer(state["rm"], scoring_options(cfg))
         return state["scorer"]
 
     to_stdout = cfg.output == "-"
     partial: PartialRun | None = None
     if not to_stdout:
-        fp = {
-            "inputs": fingerprint_inputs(specs),
-            "pipeline": cfg.pipeline.fingerprint(),
-            "chunk_size": cfg.chunk_size,
-            "on_bad_row": cfg.on_bad_row,
-        }
-        if scoring:
-            fp["model"] = _model_fingerprint(cfg.model)
-        partial = PartialRun(cfg.output, fp)
+        partial = PartialRun(cfg.output, run_fingerprint(specs, cfg))
     # stdin cannot be fingerprinted, so a run reading it never resumes.
     resume = "never" if any(s.kind == "stdin" for s in specs) else cfg.resume
 
@@ -169,9 +180,8 @@ def run_job(
                 ahead = pool.submit(step)
                 chunk, prepared = item
                 if prepared is None:
-                    info = partial.parts[chunk.index]
-                    _add_resumed(summary, partial, chunk.index, info)
-                    progress.advance(info.rows_written, 0)
+                    add_resumed(summary, partial, chunk.index)
+                    progress.advance(partial.parts[chunk.index].rows_written, 0)
                     continue
                 result = finish_chunk(prepared, pipeline, state["scorer"], progress)
                 rejected_rows = [
@@ -221,9 +231,11 @@ def run_job(
     return summary
 
 
-def _add_resumed(summary: RunSummary, partial: PartialRun, index: int, info: PartInfo) -> None:
+def add_resumed(summary: RunSummary, partial: PartialRun, index: int) -> None:
+    """Count a chunk finished by an earlier, interrupted run."""
     from .pipeline import ChunkResult
 
+    info = partial.parts[index]
     result = ChunkResult(partial.read_part(index), [], info.unique_scored)
     summarize_chunk(summary, result, info.rows_read)
     summary.rejected += info.rejected
