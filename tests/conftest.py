@@ -30,3 +30,17 @@ def tiny_model(tiny_model_dir: Path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, dtype=torch.float32)
     return tokenizer, model.eval()
+
+
+@pytest.fixture
+def hf_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hugging Face libraries offline. They read the variables once, at import (which an
+    earlier test may have done), so their copies are patched too; otherwise a lookup goes
+    online and retries for ~20 s before it fails."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)

@@ -335,8 +335,7 @@ def test_missing_pad_id_is_taken_from_tokenizer(tmp_path):
     assert pq.read_table(out).column("score").to_pylist()[0] is not None
 
 
-def test_model_not_found_says_how_to_use_a_local_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_model_not_found_says_how_to_use_a_local_dir(tmp_path, hf_offline):
     result, out = _score_with("no-such-org/no-such-model", tmp_path)
     _assert_clean_failure(result, 1, "no-such-org/no-such-model", "--model DIR")
     assert not out.exists()

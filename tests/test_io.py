@@ -27,9 +27,14 @@ def _rows(n: int, start: int = 0) -> list[dict]:
     ]
 
 
-def _jsonl(path: Path, rows: list[dict], newline: str = "\n") -> Path:
-    path.write_text("".join(json.dumps(r) + newline for r in rows))
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def _score(model_dir: Path, *args: str):
+    """`codescaler score ARGS` with the tiny model on CPU, quiet."""
+    return runner.invoke(app, ["score", *args, "--model", str(model_dir), "--device", "cpu", "-q"])
 
 
 def test_chunks_are_bounded_and_keep_locations(tmp_path):
@@ -117,23 +122,7 @@ def test_cli_multiple_inputs_keep_order(tiny_model_dir, tmp_path):
     b = tmp_path / "b.parquet"
     pq.write_table(pa.Table.from_pylist(_rows(3, 3)), b)
     out = tmp_path / "out.parquet"
-    r = runner.invoke(
-        app,
-        [
-            "score",
-            str(a),
-            str(b),
-            "-o",
-            str(out),
-            "--model",
-            str(tiny_model_dir),
-            "--device",
-            "cpu",
-            "-q",
-            "--chunk-size",
-            "2",
-        ],
-    )
+    r = _score(tiny_model_dir, str(a), str(b), "-o", str(out), "--chunk-size", "2")
     assert r.exit_code == 0, r.output
     t = pq.read_table(out)
     assert t.column("i").to_pylist() == [0, 1, 2, 3, 4, 5]
@@ -149,8 +138,7 @@ def test_saved_hf_dataset_and_dataset_option(tiny_model_dir, tmp_path):
         {"train": ds, "test": datasets.Dataset.from_list(_rows(2, 50))}
     ).save_to_disk(saved)
     out = tmp_path / "o.jsonl"
-    common = ["--model", str(tiny_model_dir), "--device", "cpu", "-q"]
-    r = runner.invoke(app, ["score", str(saved), "--split", "test", "-o", str(out), *common])
+    r = _score(tiny_model_dir, str(saved), "--split", "test", "-o", str(out))
     assert r.exit_code == 0, r.output
     assert [json.loads(x)["i"] for x in out.read_text().splitlines()] == [50, 51]
     # --dataset NAME goes through datasets.load_dataset (a local data dir here, offline).
@@ -158,14 +146,12 @@ def test_saved_hf_dataset_and_dataset_option(tiny_model_dir, tmp_path):
     data_dir.mkdir()
     _jsonl(data_dir / "train.jsonl", _rows(4))
     out2 = tmp_path / "o2.jsonl"
-    r = runner.invoke(app, ["score", "--dataset", str(data_dir), "-o", str(out2), *common])
+    r = _score(tiny_model_dir, "--dataset", str(data_dir), "-o", str(out2))
     assert r.exit_code == 0, r.output
     assert [json.loads(x)["i"] for x in out2.read_text().splitlines()] == [0, 1, 2, 3]
 
 
-def test_hf_dataset_offline_and_not_cached_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+def test_hf_dataset_offline_and_not_cached_is_a_clear_error(tmp_path, monkeypatch, hf_offline):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     out = tmp_path / "o.parquet"
     r = runner.invoke(app, ["extract", "hf://datasets/no-such/dataset", "-o", str(out)])

@@ -287,13 +287,8 @@ def test_stdout_rows_in_input_order(ray_cluster, tiny_model_dir, tmp_path):
 
 
 def test_first_bad_row_fails_like_the_local_engine(ray_cluster, tiny_model_dir, tmp_path):
-    rows = _rows(4, 10)
-    src = tmp_path / "in.jsonl"
-    with src.open("w") as fh:
-        for i, row in enumerate(rows):
-            if i in (27, 33):  # in the third and fourth chunks
-                row = {**row, "response": None}
-            fh.write(json.dumps(row) + "\n")
+    rows = [{**r, "response": None} if i in (27, 33) else r for i, r in enumerate(_rows(4, 10))]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)  # 27, 33: the third and fourth chunks
     specs = resolve_inputs([str(src)])
     with pytest.raises(BadRowError) as local_err:
         _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", chunk_size=10))
@@ -372,16 +367,38 @@ def _processes_with(marker: bytes) -> list[str]:
     return found
 
 
+def _tagged_env(**extra: str) -> tuple[dict[str, str], bytes]:
+    """Environment for a child run with its own Ray cluster, and the marker that finds every
+    process it starts."""
+    tag = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own cluster
+    env.update(CODESCALER_RAY_TEST=tag, **extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env, f"CODESCALER_RAY_TEST={tag}".encode()
+
+
+def _ray_left(marker: bytes, wait_s: float = 20) -> list[str]:
+    """Processes of the run still alive after up to ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def _reap(child: subprocess.Popen, marker: bytes) -> None:
+    if child.poll() is None:
+        child.kill()
+    for proc in _processes_with(marker):
+        with contextlib.suppress(OSError):
+            os.kill(int(proc.split()[0]), signal.SIGKILL)
+
+
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_sigint_leaves_no_ray_processes_and_the_rerun_resumes(
     ray_cluster, tiny_model_dir, tmp_path
 ):
     src = _write_jsonl(tmp_path / "in.jsonl", _rows(40, 25))  # 1000 rows in 50 chunks
-    tag = uuid.uuid4().hex
-    marker = f"CODESCALER_RAY_TEST={tag}".encode()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own cluster
-    env["CODESCALER_RAY_TEST"] = tag
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env, marker = _tagged_env()
     cmd = [sys.executable, "-c", _CHILD, str(src), str(tmp_path / "out.parquet"),
            str(tiny_model_dir)]  # fmt: skip
     child = subprocess.Popen(
@@ -405,19 +422,13 @@ def test_sigint_leaves_no_ray_processes_and_the_rerun_resumes(
         rest, _ = child.communicate(timeout=60)
         assert child.returncode == 130, rest
         assert "finished" not in rest
-        deadline = time.monotonic() + 20
-        while (left := _processes_with(marker)) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        left = _ray_left(marker)
         assert not left, f"Ray processes left behind: {left}"
         assert not (tmp_path / "out.parquet").exists()
         # Finished chunks stay for a resumed run, as with the local engine.
         assert (tmp_path / "out.parquet.partial").is_dir()
     finally:
-        if child.poll() is None:
-            child.kill()
-        for proc in _processes_with(marker):
-            with contextlib.suppress(OSError):
-                os.kill(int(proc.split()[0]), signal.SIGKILL)
+        _reap(child, marker)
 
     specs = resolve_inputs([str(src)])
     cfg = _cfg(tiny_model_dir, tmp_path / "out.parquet", chunk_size=20)
@@ -478,11 +489,7 @@ def test_sigint_to_the_cli_leaves_no_ray_processes(ray_cluster, tiny_model_dir, 
     left, no output; the same command then resumes and matches the local engine."""
     src = _write_jsonl(tmp_path / "in.jsonl", _rows(40, 25))  # 1000 rows in 50 chunks
     out = tmp_path / "out.parquet"
-    tag = uuid.uuid4().hex
-    marker = f"CODESCALER_RAY_TEST={tag}".encode()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own cluster
-    env.update(CODESCALER_RAY_TEST=tag, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env, marker = _tagged_env(OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "codescaler_cli", "score", str(src), "-o", str(out),
            "--model", str(tiny_model_dir), "--device", "cpu", "--chunk-size", "20",
            "--engine", "ray", "--num-workers", "1", "-q"]  # fmt: skip
@@ -500,17 +507,11 @@ def test_sigint_to_the_cli_leaves_no_ray_processes(ray_cluster, tiny_model_dir, 
         _, err = child.communicate(timeout=60)
         assert child.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err
-        deadline = time.monotonic() + 20
-        while (left := _processes_with(marker)) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        left = _ray_left(marker)
         assert not left, f"Ray processes left behind: {left}"
         assert not out.exists()
     finally:
-        if child.poll() is None:
-            child.kill()
-        for proc in _processes_with(marker):
-            with contextlib.suppress(OSError):
-                os.kill(int(proc.split()[0]), signal.SIGKILL)
+        _reap(child, marker)
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=200)
     assert rerun.returncode == 0, rerun.stderr
     specs = resolve_inputs([str(src)])

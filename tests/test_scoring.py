@@ -10,6 +10,8 @@ from codescaler_cli.scoring import Scorer, ScoringOptions, common_prefix_len
 from codescaler_cli.testing import model_card_scores
 
 TOL = 1e-5
+# (prefix_reuse, pack_groups): plain batches, one problem's prompt per pass, several per pass.
+PATHS = [(False, None), (True, False), (True, True)]
 
 QUESTIONS = [
     "Write a function add(a, b) that returns a + b.",
@@ -61,7 +63,7 @@ def test_lengths_really_differ(rm):
 
 
 @pytest.mark.parametrize("budget", [64, 700, 4096, 10**6])
-@pytest.mark.parametrize(("prefix_reuse", "pack"), [(False, None), (True, False), (True, True)])
+@pytest.mark.parametrize(("prefix_reuse", "pack"), PATHS)
 @pytest.mark.parametrize("trim", [True, False])
 def test_matches_single_candidate_reference(rm, reference, budget, prefix_reuse, pack, trim):
     res, scorer = _score(
@@ -100,7 +102,7 @@ def reference64(rm64):
 
 
 @pytest.mark.parametrize("budget", [64, 700, 10**6])
-@pytest.mark.parametrize(("prefix_reuse", "pack"), [(False, None), (True, False), (True, True)])
+@pytest.mark.parametrize(("prefix_reuse", "pack"), PATHS)
 @pytest.mark.parametrize(("trim", "mask"), [(True, False), (False, False), (True, True)])
 def test_every_path_is_exact_in_float64(rm64, reference64, budget, prefix_reuse, pack, trim, mask):
     """In float64 rounding vanishes: every path is the same arithmetic, not just close in fp32."""
@@ -191,7 +193,7 @@ def _oom_when_wider_than(rm, monkeypatch, limit):
     return calls
 
 
-@pytest.mark.parametrize(("prefix_reuse", "pack"), [(False, None), (True, False), (True, True)])
+@pytest.mark.parametrize(("prefix_reuse", "pack"), PATHS)
 def test_out_of_memory_halves_batches_and_keeps_scores(
     rm, reference, monkeypatch, prefix_reuse, pack
 ):
