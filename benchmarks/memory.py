@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -38,15 +39,14 @@ def write_rows(path: Path, n: int) -> None:
 
 
 def peak_rss_mib(cmd: list[str]) -> tuple[float, float]:
-    code = (
-        "import resource, subprocess, sys, time\n"
-        "t = time.perf_counter()\n"
-        f"subprocess.run({cmd!r}, check=True)\n"
-        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    seconds, rss = out.stdout.split()
-    return float(seconds), float(rss)
+    """Run ``cmd``; return (seconds, its peak RSS in MiB) from the kernel's accounting."""
+    t = time.perf_counter()
+    child = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, cmd)
+    return time.perf_counter() - t, usage.ru_maxrss / 1024
 
 
 def main() -> None:

@@ -224,19 +224,15 @@ class Row:
         return cells
 
 
-def model_flops(lengths_with_context: list[tuple[int, int]], cfg) -> float:
-    """2 * non-embedding params per token + causal attention, for (new tokens, context) pairs."""
+def model_flops(lengths: list[int], cfg) -> float:
+    """2 * non-embedding params per token + causal attention, each sequence scored alone."""
     h, layers = cfg.hidden_size, cfg.num_hidden_layers
     hd = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
     q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
     per_layer = h * q + 2 * h * kv + q * h + 3 * h * cfg.intermediate_size
     params = layers * per_layer + h  # + score head
-    total = 0.0
-    for new, ctx in lengths_with_context:
-        total += 2 * params * new
-        # QK^T and AV: each query attends to ctx + its position in the new tokens.
-        total += 2 * 2 * layers * q * (new * ctx + new * (new + 1) / 2)
-    return total
+    # QK^T and AV: each token attends to itself and every token before it.
+    return sum(2 * params * n + 2 * 2 * layers * q * n * (n + 1) / 2 for n in lengths)
 
 
 def sync(device: str) -> None:
@@ -247,10 +243,9 @@ def sync(device: str) -> None:
 
 
 def baseline(
-    rm, pairs: list[tuple[str, str]], device: str, max_length: int = 4096, batch: int = 16
+    rm, pairs: list[tuple[str, str]], device: str, max_length: int = 4096
 ) -> tuple[Row, list[float]]:
-    """The model card's snippet: input order, fixed batch 16, padded to the batch max, with mask.
-    With ``batch=1``: each candidate alone, the test suite's reference."""
+    """The model card's snippet: input order, fixed batch 16, padded to the batch max, with mask."""
     import torch
 
     tok, model = rm.tokenizer, rm.model
@@ -258,10 +253,10 @@ def baseline(
     real = processed = 0
     sync(device)
     t0 = time.perf_counter()
-    for start in range(0, len(pairs), batch):
+    for start in range(0, len(pairs), 16):
         convs = [
             [{"role": "user", "content": q}, {"role": "assistant", "content": c}]
-            for q, c in pairs[start : start + batch]
+            for q, c in pairs[start : start + 16]
         ]
         texts = [tok.apply_chat_template(conv, tokenize=False) for conv in convs]
         toks = tok(texts, truncation=True, padding=True, max_length=max_length, return_tensors="pt")
@@ -323,9 +318,10 @@ def f64_check(rm, pairs: list[tuple[str, str]], device: str) -> float:
 
     from codescaler_cli.model import RewardModel
     from codescaler_cli.scoring import Scorer
+    from codescaler_cli.testing import model_card_scores
 
     rm64 = RewardModel(rm.tokenizer, copy.deepcopy(rm.model).double(), name="f64", revision=None)
-    _, alone = baseline(rm64, pairs, device, batch=1)
+    alone = model_card_scores(rm64.model, rm64.tokenizer, pairs, max_length=4096, device=device)
     # The scorer itself: the output table stores scores as float32.
     got = Scorer(rm64).score_pairs([q for q, _ in pairs], [c for _, c in pairs]).score
     return max(abs(a - b) for a, b in zip(got, alone, strict=True))
@@ -466,6 +462,7 @@ def main() -> None:
     rm = load_model(args.profile, args.device, args.dtype, Path(workdir.name), args.tokenizer_dir)
     from codescaler_cli.extract import extract_code
     from codescaler_cli.scoring import common_prefix_len
+    from codescaler_cli.testing import model_card_scores
 
     pairs = [(r["question"], extract_code(r["response"]).code) for r in records]
     ids = rm.encode([rm.render(q, c) for q, c in pairs])
@@ -488,7 +485,8 @@ def main() -> None:
         print(f"measured {rm.dtype} matmul peak: {peak / 1e12:.0f} TFLOP/s", file=sys.stderr)
 
     base_row, ref = baseline(rm, pairs, args.device)
-    _, alone = baseline(rm, pairs, args.device, batch=1)
+    # The test suite's reference: the card's path on each candidate alone.
+    alone = model_card_scores(rm.model, rm.tokenizer, pairs, max_length=4096, device=args.device)
 
     def alone_diff(scores: list[float]) -> float:
         return max(abs(a - b) for a, b in zip(scores, alone, strict=True))
@@ -520,17 +518,18 @@ def main() -> None:
             *configs,
         ]
     rows = [base_row]
-    cfg = rm.model.config
-    sizes = [(L, 0) for L in lengths]
-    base_row.flops = model_flops(sizes, cfg)
+    base_row.flops = model_flops(lengths, rm.model.config)
     base_row.useful_tokens = base_row.real_tokens
-    for name, opts in configs:
+
+    def add_row(name: str, opts: dict) -> None:
         row, scores, _ = pipeline_run(rm, records, name, args.device, ref, **opts)
         row.alone_diff = alone_diff(scores)
         # Useful work: every candidate's full sequence, as if scored alone.
-        row.flops = base_row.flops
-        row.useful_tokens = base_row.real_tokens
+        row.flops, row.useful_tokens = base_row.flops, base_row.real_tokens
         rows.append(row)
+
+    for name, opts in configs:
+        add_row(name, opts)
     # On a shared machine the load drifts: time every path again, interleaved, and keep
     # each path's median.
     seconds = [[r.seconds] for r in rows]
@@ -576,7 +575,7 @@ def main() -> None:
         )
     if args.compile:
         t0 = time.perf_counter()
-        rm._base.compile(dynamic=True)
+        rm.compile()
         # Compiled, the final layer runs whole (its early stop would break the graph): time
         # the plain and the cached-prompt graphs, compiled off the clock.
         compiled = [c for c in configs if c[0] in ("+ dedup", "+ prompt reuse")] or configs
@@ -584,12 +583,7 @@ def main() -> None:
             pipeline_run(rm, records[:24], "warm-up", args.device, None, **opts)
         print(f"torch.compile + warm-up: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         for name, opts in compiled:
-            row, scores, _ = pipeline_run(
-                rm, records, f"{name}, --compile", args.device, ref, **opts
-            )
-            row.alone_diff = alone_diff(scores)
-            row.flops, row.useful_tokens = base_row.flops, base_row.real_tokens
-            rows.append(row)
+            add_row(f"{name}, --compile", opts)
         print_table()
     if not args.no_f64_check:
         k = 3 * n  # the first three problems

@@ -178,6 +178,11 @@ class RewardModel:
             ids, lens = ids.to(self.device), lens.to(self.device)
         return ids, lens
 
+    def compile(self) -> None:
+        """torch.compile the decoder stack (the first batches of each shape compile)."""
+        # Dynamic shapes: batches differ in size and length, and must not recompile each time.
+        self._base.compile(dynamic=True)
+
     @property
     def can_trim_last_layer(self) -> bool:
         """Whether the final layer can run at the scored token only (see last_layer.py).
@@ -445,7 +450,7 @@ def load_reward_model(options: ModelOptions) -> RewardModel:
         tokenizer.pad_token_id = pad
     model.to(device)
     model.eval()
+    rm = RewardModel(tokenizer, model, name=name, revision=options.revision)
     if options.compile:
-        # Dynamic shapes: batches differ in size and length, and must not recompile each time.
-        getattr(model, model.base_model_prefix).compile(dynamic=True)
-    return RewardModel(tokenizer, model, name=name, revision=options.revision)
+        rm.compile()
+    return rm

@@ -786,5 +786,6 @@ def model_card_scores(
                 input_ids=toks["input_ids"].to(device),
                 attention_mask=toks["attention_mask"].to(device),
             )
-            scores.extend(float(s) for s in outputs.logits.squeeze(-1).float().cpu().tolist())
+            # As the card: the logits as they are (float64 models keep their precision).
+            scores.extend(float(s) for s in outputs.logits.squeeze(-1).cpu().tolist())
     return scores

@@ -122,7 +122,7 @@ def test_unsupported_final_layers_take_the_full_pass(tok):
     assert sliding.score_ids(seqs, trim=True) == sliding.score_ids(seqs, trim=False)
 
     compiled = _reward_model("qwen3", tok)
-    compiled._base.compile()  # lazy: nothing compiles until a call
+    compiled.compile()  # lazy: nothing compiles until a call
     assert compiled._last is not None and not compiled.can_trim_last_layer
 
 

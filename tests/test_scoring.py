@@ -93,12 +93,7 @@ def rm64(tiny_model_dir):
 @pytest.fixture(scope="module")
 def reference64(rm64):
     """The model card's path on each candidate alone (no padding), in float64."""
-    out = []
-    with torch.no_grad():
-        for q, c in _pairs():
-            ids = rm64.tokenizer(rm64.render(q, c), return_tensors="pt")["input_ids"]
-            out.append(rm64.model(input_ids=ids).logits[0, 0].item())
-    return out
+    return model_card_scores(rm64.model, rm64.tokenizer, _pairs(), max_length=4096)
 
 
 @pytest.mark.parametrize("budget", [64, 700, 10**6])
