@@ -398,6 +398,11 @@ def default_rejected_path(output: str, specs: list[InputSpec]) -> str:
     return "codescaler.rejected.jsonl"
 
 
+def rejected_rows(bad: Sequence[BadRow]) -> list[dict[str, Any]]:
+    """The rejected-rows file's records: where, why, and the raw row."""
+    return [{"location": b.location, "reason": b.reason, "row": b.raw} for b in bad]
+
+
 def first_fields(chunk: Chunk, options: PipelineOptions, source: str) -> Fields:
     """Detect fields from the first readable row (or fail on an unreadable input)."""
     if not chunk.records:

@@ -59,7 +59,6 @@ from .io import (
     BadRow,
     Chunk,
     InputSpec,
-    dumps_row,
     iter_chunks,
     parse_jsonl_line,
 )
@@ -73,9 +72,10 @@ from .pipeline import (
     default_rejected_path,
     first_fields,
     location_order,
+    rejected_rows,
     summarize_chunk,
 )
-from .runner import RunConfig, add_resumed, run_fingerprint, scoring_options
+from .runner import RunConfig, StdoutWriter, add_resumed, run_fingerprint, scoring_options
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -820,7 +820,7 @@ def _run(
         partial = PartialRun(base, run_fingerprint(specs, cfg, res.device))
     # stdin cannot be fingerprinted, so a run reading it never resumes.
     resume = "never" if any(s.kind == "stdin" for s in specs) else cfg.resume
-    writer = _StdoutWriter(stdout, rejected_path) if to_stdout else None
+    writer = StdoutWriter(stdout, rejected_path) if to_stdout else None
     stack = contextlib.ExitStack()
     try:
         meta: dict[str, str] | None = None
@@ -865,9 +865,7 @@ def _run(
                 table = _merge_shards([_from_ipc(r["table"]) for r in got])
                 table = _check_row_ids(table, index)
                 bad = [BadRow(*b) for b in pickle.loads(first["bad"])]
-                rejected_rows = [
-                    {"location": b.location, "reason": b.reason, "row": b.raw} for b in bad
-                ]
+                rejected = rejected_rows(bad)
                 summarize_chunk(summary, ChunkResult(table, bad, first["unique_scored"]),
                                 first["n_read"])  # fmt: skip
                 progress.advance(first["rows_done"], first["tokens"])
@@ -876,10 +874,10 @@ def _run(
                     info = PartInfo(
                         first["n_read"], table.num_rows, len(bad), first["unique_scored"]
                     )
-                    partial.write_part(index, _with_meta(table, meta), rejected_rows, info)
+                    partial.write_part(index, _with_meta(table, meta), rejected, info)
                 else:
                     assert writer is not None
-                    writer.add(index, table, rejected_rows)
+                    writer.add(index, table, rejected)
             progress.message(f"Ray: {len(todo)} piece(s) scored by {len(workers)} worker(s)")
         gate.finish()
         if meta is None:
@@ -1085,49 +1083,6 @@ class _ErrorGate:
         if self.first is not None:
             b = self.first[1]
             raise BadRowError(b.location, b.reason)
-
-
-class _StdoutWriter:
-    """``-o -``: JSON Lines in input order, written as soon as the next piece is in."""
-
-    def __init__(self, stdout: IO[str] | None, rejected_path: str) -> None:
-        import sys
-
-        self.out = stdout if stdout is not None else sys.stdout
-        self.rejected_path = rejected_path
-        self.pending: dict[int, tuple[pa.Table, list[dict[str, Any]]]] = {}
-        self.next = 0
-        self.rejected_fh: IO[str] | None = None
-        self.rejected_tmp: str | None = None
-
-    def add(self, index: int, table: pa.Table, rejected: list[dict[str, Any]]) -> None:
-        self.pending[index] = (table, rejected)
-        while self.next in self.pending:
-            table, rejected = self.pending.pop(self.next)
-            for row in table.to_pylist():
-                self.out.write(dumps_row(row) + "\n")
-            self.out.flush()
-            if rejected:
-                if self.rejected_fh is None:
-                    from .io import atomic_path
-
-                    fd, self.rejected_tmp = atomic_path(self.rejected_path)
-                    self.rejected_fh = os.fdopen(fd, "w", encoding="utf-8")
-                for row in rejected:
-                    self.rejected_fh.write(dumps_row(row) + "\n")
-            self.next += 1
-
-    def finish(self) -> None:
-        if self.rejected_fh is not None:
-            self.rejected_fh.close()
-            self.rejected_fh = None
-            os.replace(self.rejected_tmp, self.rejected_path)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        if self.rejected_fh is not None:
-            self.rejected_fh.close()
-            if self.rejected_tmp and os.path.exists(self.rejected_tmp):
-                os.unlink(self.rejected_tmp)
 
 
 def _finalize_dir(

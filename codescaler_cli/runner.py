@@ -7,7 +7,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .checkpoint import PartialRun, PartInfo
 from .errors import InputError, UsageError
@@ -34,9 +34,13 @@ from .pipeline import (
     first_fields,
     prepare_chunk,
     provenance,
+    rejected_rows,
     summarize_chunk,
 )
 from .scoring import Scorer, ScoringOptions
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 DEFAULT_CHUNK_SIZE = 50_000
 
@@ -144,15 +148,13 @@ def run_job(
 
     fields: Fields | None = None
     pipeline = cfg.pipeline
-    rejected_fh = None
-    rejected_tmp = None
+    writer = StdoutWriter(stdout, rejected_path) if to_stdout else None
     progress.start(count_rows(specs))
     try:
         if partial is not None:
             msg = partial.open(resume)
             if msg:
                 progress.message(msg)
-        out = stdout if stdout is not None else sys.stdout
         chunks = iter_chunks(specs, cfg.chunk_size, stdin=stdin)
 
         def step() -> tuple[Chunk, PreparedChunk | None] | None:
@@ -184,34 +186,22 @@ def run_job(
                     progress.advance(partial.parts[chunk.index].rows_written, 0)
                     continue
                 result = finish_chunk(prepared, pipeline, state["scorer"], progress)
-                rejected_rows = [
-                    {"location": b.location, "reason": b.reason, "row": b.raw} for b in result.bad
-                ]
+                rejected = rejected_rows(result.bad)
                 summarize_chunk(summary, result, chunk.n_read)
                 if partial is not None:
                     info = PartInfo(
                         chunk.n_read, result.table.num_rows, len(result.bad), result.unique_scored
                     )
-                    partial.write_part(chunk.index, result.table, rejected_rows, info)
-                    continue
-                for row in result.table.to_pylist():
-                    out.write(dumps_row(row) + "\n")
-                out.flush()
-                if rejected_rows:
-                    if rejected_fh is None:
-                        fd, rejected_tmp = atomic_path(rejected_path)
-                        rejected_fh = os.fdopen(fd, "w", encoding="utf-8")
-                    for row in rejected_rows:
-                        rejected_fh.write(dumps_row(row) + "\n")
+                    partial.write_part(chunk.index, result.table, rejected, info)
+                else:
+                    writer.add(chunk.index, result.table, rejected)
         if fields is None:
             raise InputError(f"{specs[0].name}: input has no rows")
         rm = state["rm"]
         if partial is not None:
             partial.finalize(provenance(rm, pipeline), rejected_path)
-        if rejected_fh is not None:
-            rejected_fh.close()
-            rejected_fh = None
-            os.replace(rejected_tmp, rejected_path)
+        if writer is not None:
+            writer.finish()
         if summary.rejected:
             summary.rejected_path = rejected_path
         if rm is not None:
@@ -222,10 +212,8 @@ def run_job(
             partial.discard()
         raise
     finally:
-        if rejected_fh is not None:
-            rejected_fh.close()
-            if rejected_tmp and os.path.exists(rejected_tmp):
-                os.unlink(rejected_tmp)
+        if writer is not None:
+            writer.close()
         progress.stop()
         summary.seconds = time.perf_counter() - started
     return summary
@@ -240,3 +228,43 @@ def add_resumed(summary: RunSummary, partial: PartialRun, index: int) -> None:
     summarize_chunk(summary, result, info.rows_read)
     summary.rejected += info.rejected
     summary.chunks_resumed += 1
+
+
+class StdoutWriter:
+    """``-o -``: JSON Lines in input order, each chunk written as soon as every earlier one
+    is (the Ray engine's chunks finish out of order); rejected rows go to a file, atomically."""
+
+    def __init__(self, stdout: IO[str] | None, rejected_path: str) -> None:
+        self.out = stdout if stdout is not None else sys.stdout
+        self.rejected_path = rejected_path
+        self.pending: dict[int, tuple[pa.Table, list[dict[str, Any]]]] = {}
+        self.next = 0
+        self.rejected_fh: IO[str] | None = None
+        self.rejected_tmp: str | None = None
+
+    def add(self, index: int, table: pa.Table, rejected: list[dict[str, Any]]) -> None:
+        self.pending[index] = (table, rejected)
+        while self.next in self.pending:
+            table, rejected = self.pending.pop(self.next)
+            for row in table.to_pylist():
+                self.out.write(dumps_row(row) + "\n")
+            self.out.flush()
+            if rejected:
+                if self.rejected_fh is None:
+                    fd, self.rejected_tmp = atomic_path(self.rejected_path)
+                    self.rejected_fh = os.fdopen(fd, "w", encoding="utf-8")
+                for row in rejected:
+                    self.rejected_fh.write(dumps_row(row) + "\n")
+            self.next += 1
+
+    def finish(self) -> None:
+        if self.rejected_fh is not None:
+            self.rejected_fh.close()
+            self.rejected_fh = None
+            os.replace(self.rejected_tmp, self.rejected_path)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self.rejected_fh is not None:
+            self.rejected_fh.close()
+            if self.rejected_tmp and os.path.exists(self.rejected_tmp):
+                os.unlink(self.rejected_tmp)
