@@ -157,8 +157,18 @@ def _jsonl_file_chunks(path: str, chunk_size: int) -> Iterator[tuple[list, list,
         yield from _jsonl_chunks(fh, path, chunk_size)
 
 
+def jsonl_rows(
+    lines: Iterable[bytes], name: str, first_line: int = 1
+) -> Iterator[tuple[str, dict | BadRow]]:
+    """(location, row or BadRow) for each non-blank line; line numbers from ``first_line``."""
+    for lineno, raw in enumerate(lines, start=first_line):
+        if raw.strip():
+            loc = f"{name}:{lineno}"
+            yield loc, parse_jsonl_line(raw, loc)
+
+
 def _jsonl_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
-    first = _peek_first_char(fh)
+    first = peek_first_char(fh)
     if first is None:
         raise InputError(f"{name}: input is empty (no JSON lines)")
     if first == b"[":
@@ -168,11 +178,7 @@ def _jsonl_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[l
     locations: list[str] = []
     bad: list[BadRow] = []
     n = 0
-    for lineno, raw in enumerate(fh, start=1):
-        if not raw.strip():
-            continue
-        loc = f"{name}:{lineno}"
-        row = parse_jsonl_line(raw, loc)
+    for loc, row in jsonl_rows(fh, name):
         if isinstance(row, BadRow):
             bad.append(row)
         else:
@@ -213,7 +219,7 @@ def _json_type(pytype: str) -> str:
     }.get(pytype, pytype)
 
 
-def _peek_first_char(fh: IO[bytes]) -> bytes | None:
+def peek_first_char(fh: IO[bytes]) -> bytes | None:
     """Return the first non-whitespace byte without consuming the stream's lines."""
     peek = getattr(fh, "peek", None)
     if peek is not None:
@@ -320,7 +326,7 @@ def count_rows(specs: list[InputSpec]) -> int | None:
                 return None
         elif spec.kind == "jsonl":
             with open(spec.path, "rb") as fh:
-                first = _peek_first_char(fh)
+                first = peek_first_char(fh)
                 if first == b"[":
                     return None
                 fh.seek(0)

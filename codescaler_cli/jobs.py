@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import IO, Any
 
 from .errors import InputError, UsageError
-from .io import InputSpec, dumps_row, iter_chunks, write_table_atomic
+from .io import InputSpec, check_output_path, dumps_row, iter_chunks, write_table_atomic
 from .pipeline import (
     PipelineOptions,
     Progress,
@@ -35,7 +35,7 @@ from .rank import (
     rank_table,
     selection_metrics,
 )
-from .runner import RunConfig, run_job
+from .runner import RunConfig, check_config, run_job
 
 ScoreRunner = Callable[..., RunSummary]
 
@@ -71,9 +71,6 @@ def _load(
     specs: list[InputSpec], cfg: RunConfig, stdin: IO[bytes] | None
 ) -> tuple[IO[bytes] | None, list[dict], list[str]]:
     """Check the options and output path, then read every row (these jobs need them all)."""
-    from .io import check_output_path
-    from .runner import check_config
-
     if cfg.output:  # eval-pairs may run without an output, for its metrics only
         check_config(cfg)
         check_output_path(cfg.output, specs)

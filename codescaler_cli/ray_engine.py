@@ -60,7 +60,8 @@ from .io import (
     Chunk,
     InputSpec,
     iter_chunks,
-    parse_jsonl_line,
+    jsonl_rows,
+    peek_first_char,
 )
 from .pipeline import (
     FIELDS_PROBE_ROWS,
@@ -71,7 +72,6 @@ from .pipeline import (
     RunSummary,
     default_rejected_path,
     first_fields,
-    location_order,
     rejected_rows,
     summarize_chunk,
 )
@@ -253,13 +253,7 @@ def _check_ray_config(cfg: RunConfig, specs: list[InputSpec], out_dir: str | Non
 def _peek(path: str) -> bytes | None:
     """First non-whitespace byte of a file (None: only whitespace)."""
     with open(path, "rb") as fh:
-        while True:
-            buf = fh.read(1 << 16)
-            if not buf:
-                return None
-            stripped = buf.lstrip()
-            if stripped:
-                return stripped[:1]
+        return peek_first_char(fh)
 
 
 def _local_reader_error(spec: InputSpec) -> None:
@@ -359,11 +353,7 @@ def _pieces(sources: list[_Source], workers: int) -> tuple[list[_Piece], int]:
 def _parse_jsonl(data: bytes, name: str, first_line: int) -> Chunk:
     """Lines of a JSONL piece -> rows, with the local reader's locations and messages."""
     chunk = Chunk(0, [], [])
-    for lineno, raw in enumerate(_io.BytesIO(data), start=first_line):
-        if not raw.strip():
-            continue
-        loc = f"{name}:{lineno}"
-        row = parse_jsonl_line(raw, loc)
+    for loc, row in jsonl_rows(_io.BytesIO(data), name, first_line):
         if isinstance(row, BadRow):
             chunk.bad.append(row)
         else:
@@ -613,7 +603,7 @@ class ScorerActor:
             return {
                 **row,
                 "table": _ipc(table),
-                "bad": pickle.dumps([(b.location, b.reason, b.raw) for b in result.bad]),
+                "bad": pickle.dumps(result.bad),
                 "n_read": chunk.n_read,
                 "unique_scored": result.unique_scored,
                 "rows_done": tally.rows,
@@ -864,7 +854,7 @@ def _run(
                     meta = json.loads(first["meta"])
                 table = _merge_shards([_from_ipc(r["table"]) for r in got])
                 table = _check_row_ids(table, index)
-                bad = [BadRow(*b) for b in pickle.loads(first["bad"])]
+                bad: list[BadRow] = pickle.loads(first["bad"])
                 rejected = rejected_rows(bad)
                 summarize_chunk(summary, ChunkResult(table, bad, first["unique_scored"]),
                                 first["n_read"])  # fmt: skip
@@ -1068,8 +1058,9 @@ class _ErrorGate:
     def add(self, index: int, bad: list[BadRow]) -> None:
         self.done.add(index)
         if self.mode == "error" and bad and (self.first is None or index < self.first[0]):
-            # The row process_chunk would raise on: the first in file order.
-            self.first = (index, min(bad, key=location_order))
+            # The row process_chunk would raise on: the first in file order (prepare_chunk
+            # sorts them so).
+            self.first = (index, bad[0])
         self._check()
 
     def _check(self) -> None:
