@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .batching import plan_batches, split_batch
 from .errors import ModelError
@@ -335,22 +335,14 @@ class Scorer:
         del states
 
     def _forward_suffixes(self, states, batch, part, pmax: int) -> list[float]:
-        seqs = [(gi, batch[gi].suffixes[k]) for gi, k in part]
-        try:
-            out = self.rm.score_suffixes(states, seqs, trim=self.trim)
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
-            self._release_memory()
-            if len(part) < 2:
-                raise self._single_oom(pmax + len(seqs[0][1])) from None
-            self._note_oom(len(part), pmax + max(len(s) for _, s in seqs))
-            left, right = split_batch(part)
-            return self._forward_suffixes(states, batch, left, pmax) + self._forward_suffixes(
-                states, batch, right, pmax
-            )
-        self._count(len(part), sum(len(s) for _, s in seqs), max(len(s) for _, s in seqs))
-        return out
+        """Answers of one pass against their cached prompts (pmax slots each)."""
+        rows = [(gi, batch[gi].suffixes[k]) for gi, k in part]
+        return self._halving(
+            lambda r: self.rm.score_suffixes(states, r, trim=self.trim),
+            rows,
+            lambda row: len(row[1]),
+            context=pmax,
+        )
 
     def _single_oom(self, n_tokens: int) -> ModelError:
         return ModelError(
@@ -370,19 +362,38 @@ class Scorer:
         self.stats.padded_tokens += width * rows
 
     def _forward(self, seqs: list[list[int]]) -> list[float]:
-        """One planned batch, halved on out-of-memory without changing any score."""
+        """One planned batch of whole sequences."""
+        return self._halving(
+            lambda b: self.rm.score_ids(b, attention_mask=self.attention_mask, trim=self.trim),
+            seqs,
+            len,
+        )
+
+    def _halving(
+        self,
+        call: Callable[[list], list[float]],
+        items: list,
+        size: Callable[[Any], int],
+        context: int = 0,
+    ) -> list[float]:
+        """``call(items)`` for one batch; on out-of-memory it is halved and each half retried
+        (no score depends on its batch), and later batches plan with a smaller budget."""
         try:
-            out = self.rm.score_ids(seqs, attention_mask=self.attention_mask, trim=self.trim)
+            out = call(items)
         except Exception as exc:
             if not is_oom(exc):
                 raise
             self._release_memory()
-            if len(seqs) < 2:
-                raise self._single_oom(len(seqs[0])) from None
-            self._note_oom(len(seqs), max(len(s) for s in seqs))
-            left, right = split_batch(seqs)
-            return self._forward(left) + self._forward(right)
-        self._count(len(seqs), sum(len(s) for s in seqs), max(len(s) for s in seqs))
+            width = context + max(size(x) for x in items)
+            if len(items) < 2:
+                raise self._single_oom(width) from None
+            self._note_oom(len(items), width)
+            left, right = split_batch(items)
+            return self._halving(call, left, size, context) + self._halving(
+                call, right, size, context
+            )
+        lengths = [size(x) for x in items]
+        self._count(len(items), sum(lengths), max(lengths))
         return out
 
     def _release_memory(self) -> None:
