@@ -205,12 +205,17 @@ def _analyze_tree(root: Any, valid: bool, total: int) -> _Info:
     return _Info(valid, level, frozenset(defs), size if level >= _PROGRAM else total)
 
 
+def _parse_analyze(code: str) -> tuple[Any, _Info]:
+    """Parse non-empty ``code`` once: its syntax tree and what it holds."""
+    data, ok = _encode(code)
+    root = _parse(data).root_node
+    return root, _analyze_tree(root, ok and not root.has_error, len(data))
+
+
 def _analyze(code: str) -> _Info:
     if not code:
         return _Info(False, _INERT, frozenset(), 0)
-    data, ok = _encode(code)
-    root = _parse(data).root_node
-    return _analyze_tree(root, ok and not root.has_error, len(data))
+    return _parse_analyze(code)[1]
 
 
 # ----------------------------------------------------------------- text handling
@@ -511,9 +516,7 @@ def _unfenced(text: str, flags: list[str]) -> Extraction:
     code = _tidy(text)
     if not code:
         return Extraction("", False, "none", 0, tuple(flags))
-    data, ok = _encode(code)
-    root = _parse(data).root_node
-    info = _analyze_tree(root, ok and not root.has_error, len(data))
+    root, info = _parse_analyze(code)
     if info.valid and info.level > _INERT:
         return Extraction(code, True, "unfenced", 0, tuple(flags))
     span = _largest_span(code, root)
