@@ -517,3 +517,22 @@ def test_sigint_to_the_cli_leaves_no_ray_processes(ray_cluster, tiny_model_dir, 
     specs = resolve_inputs([str(src)])
     _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", chunk_size=20))
     _assert_same_tables(pq.read_table(tmp_path / "local.parquet"), pq.read_table(out))
+
+
+def test_driver_detects_fields_over_the_same_rows_as_the_local_engine(tmp_path):
+    """Bad lines among the first 1,000 must not shrink the rows the Ray driver looks at: a
+    column the local engine sees within its first 1,000 readable rows is seen here too."""
+    from codescaler_cli.io import iter_chunks
+    from codescaler_cli.pipeline import first_fields
+    from codescaler_cli.ray_engine import _detect_fields, _scan
+
+    src = tmp_path / "in.jsonl"
+    lines = ["{not json"] * 10
+    lines += [json.dumps({"question": f"q{i}", "text": "x"}) for i in range(990)]
+    lines += [json.dumps({"question": f"q{i}", "response": "x = 1"}) for i in range(20)]
+    src.write_text("\n".join(lines) + "\n")
+    spec = resolve_inputs([str(src)])[0]
+    cfg = RunConfig(output=str(tmp_path / "o.parquet"), chunk_size=2000)
+    local = first_fields(next(iter_chunks([spec], 2000)), cfg.pipeline, spec.name)
+    assert (local.question, local.response) == ("question", "response")
+    assert _detect_fields(_scan(spec, 2000, None), cfg) == local
