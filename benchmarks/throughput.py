@@ -498,11 +498,12 @@ def main() -> None:
         ("codescaler (all optimisations)", default),
     ]
     if not args.only_default:
+        one = dict(default, streams=1)  # the rows before the last: one stream of passes
         configs = [
             (
                 "sorted + token budget (mask on)",
                 dict(
-                    default,
+                    one,
                     attention_mask=True,
                     dedup=False,
                     prefix_reuse=False,
@@ -511,10 +512,11 @@ def main() -> None:
             ),
             (
                 "+ no attention mask",
-                dict(default, dedup=False, prefix_reuse=False, trim_last_layer=False),
+                dict(one, dedup=False, prefix_reuse=False, trim_last_layer=False),
             ),
-            ("+ dedup", dict(default, prefix_reuse=False, trim_last_layer=False)),
-            ("+ prompt reuse", dict(default, trim_last_layer=False)),
+            ("+ dedup", dict(one, prefix_reuse=False, trim_last_layer=False)),
+            ("+ prompt reuse", dict(one, trim_last_layer=False)),
+            ("+ final layer at the scored token", one),
             *configs,
         ]
     rows = [base_row]

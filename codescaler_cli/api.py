@@ -55,6 +55,7 @@ def score_records(
     max_tokens_per_batch: int | None = None,
     dedup: bool = True,
     prefix_reuse: bool = True,
+    streams: int | None = None,
     revision: str | None = None,
     device: str = "auto",
     dtype: str = "auto",
@@ -64,7 +65,9 @@ def score_records(
 
     ``records`` is a list of dicts (a list of dicts comes back) or a ``pyarrow.Table``
     (a table comes back). ``model`` is a hub id, a local directory, or a model from
-    :func:`load_model`. Scores are exactly those of ``codescaler score``.
+    :func:`load_model`. Scores are exactly those of ``codescaler score``. On a CPU the
+    passes run in ``streams`` threads (default 2), each with a share of torch's threads;
+    torch's thread count is restored when the call returns.
     """
     import pyarrow as pa
 
@@ -93,6 +96,7 @@ def score_records(
             max_tokens_per_batch=max_tokens_per_batch,
             dedup=dedup,
             prefix_reuse=prefix_reuse,
+            streams=streams,
         ),
     )
     result = process_chunk(chunk, fields, popts, scorer, on_bad_row=on_bad_row)

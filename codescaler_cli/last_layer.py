@@ -18,6 +18,7 @@ take the plain forward pass.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -82,8 +83,12 @@ class LastLayer:
         passed it (position embeddings, cache). Earlier layers update the cache as usual.
         """
 
+        # Passes may run in several threads at once: each stops only its own.
+        caller = threading.get_ident()
+
         def stop(_module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
-            raise _ReachedLastLayer(args[0] if args else kwargs["hidden_states"], kwargs)
+            if threading.get_ident() == caller:
+                raise _ReachedLastLayer(args[0] if args else kwargs["hidden_states"], kwargs)
 
         handle = self.layer.register_forward_pre_hook(stop, with_kwargs=True)
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,7 @@ class RewardModel:
         self.pad_id: int = int(model.config.pad_token_id)
         self.forward_calls = 0
         self.forward_tokens = 0
+        self._counter_lock = threading.Lock()  # passes may run in several threads
         self._base = getattr(model, getattr(model, "base_model_prefix", "model"), None)
         self._head = getattr(model, "score", None)
         params = inspect.signature(self._base.forward).parameters if self._base is not None else {}
@@ -184,11 +186,19 @@ class RewardModel:
         self._base.compile(dynamic=True)
 
     @property
+    def compiled(self) -> bool:
+        return getattr(self._base, "_compiled_call_impl", None) is not None
+
+    @property
     def can_trim_last_layer(self) -> bool:
         """Whether the final layer can run at the scored token only (see last_layer.py).
         Not under torch.compile: the early stop is a Python exception, a graph break."""
-        compiled = getattr(self._base, "_compiled_call_impl", None) is not None
-        return self._last is not None and not compiled
+        return self._last is not None and not self.compiled
+
+    def _count(self, ids: torch.Tensor) -> None:
+        with self._counter_lock:
+            self.forward_calls += 1
+            self.forward_tokens += int(ids.numel())
 
     def score_ids(
         self, seqs: list[list[int]], *, attention_mask: bool = False, trim: bool = True
@@ -197,8 +207,7 @@ class RewardModel:
         import torch
 
         ids, lens = self._pad(seqs)
-        self.forward_calls += 1
-        self.forward_tokens += int(ids.numel())
+        self._count(ids)
         with torch.inference_mode():
             mask = None
             if attention_mask:
@@ -225,8 +234,7 @@ class RewardModel:
         from transformers import DynamicCache
 
         ids, lens = self._pad(prefixes)
-        self.forward_calls += 1
-        self.forward_tokens += int(ids.numel())
+        self._count(ids)
         with torch.inference_mode():
             if trim and self.can_trim_last_layer:
                 # The final layer of a prompt is only ever read as keys and values.
@@ -261,8 +269,7 @@ class RewardModel:
         dev = ids.device
         groups = torch.tensor([g for g, _ in rows], dtype=torch.long, device=dev)
         plen = states.lengths_t.to(dev)[groups]
-        self.forward_calls += 1
-        self.forward_tokens += int(ids.numel())
+        self._count(ids)
         with torch.inference_mode():
             single = len(set(g for g, _ in rows)) == 1
             if single:

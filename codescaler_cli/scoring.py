@@ -7,8 +7,10 @@ suite checks each against that reference within 1e-5 in fp32.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .batching import plan_batches, split_batch
@@ -40,6 +42,10 @@ class ScoringOptions:
     attention_mask: bool | None = None
     # Run the final layer at the scored token only (exact; see last_layer.py).
     trim_last_layer: bool = True
+    # Forward passes run at once, each with an equal share of torch's threads. None: 2 on
+    # CPUs with 2+ threads (small passes leave cores idle between and inside their ops;
+    # two streams fill them), else 1.
+    streams: int | None = None
 
 
 @dataclass
@@ -128,7 +134,11 @@ class Scorer:
         if self.pack_groups is None:
             self.pack_groups = rm.device.type != "cpu"
         self.trim = self.options.trim_last_layer
+        if self.options.streams is not None and self.options.streams < 1:
+            raise ValueError("streams must be at least 1")
         self.stats = ScoreStats()
+        self._lock = threading.Lock()  # stats and budget, updated from every stream
+        self._cancel = threading.Event()
 
     # ------------------------------------------------------------ encoding
 
@@ -225,29 +235,77 @@ class Scorer:
     ) -> list[float | None]:
         scores: list[float | None] = [None] * len(encoded)
         todo = [i for i, e in enumerate(encoded) if e.ids is not None]
+        if progress is not None:
+            progress = _serialized(progress)
+        jobs: list[Callable[[], None]] = []
         rest = todo
         if self.options.prefix_reuse and self.rm.supports_prefix_reuse:
-            rest = self._score_prefix_groups(encoded, questions, todo, scores, progress)
-        seqs = [encoded[i].ids for i in rest]
-        lengths = [len(s) for s in seqs]
-        plans = plan_batches(lengths, self.budget, self.options.max_batch_size, MAX_PADDING)
-        for batch in plans:
-            part = [seqs[j] for j in batch]
-            for j, s in zip(batch, self._forward(part), strict=True):
-                scores[rest[j]] = s
-            if progress:
-                progress(len(batch), sum(lengths[j] for j in batch))
+            groups, rest = self._prefix_groups(encoded, questions, todo)
+            for batch in self._plan_groups(groups, self.pack_groups):
+                jobs.append(partial(self._run_group_batch, batch, scores, progress))
+        lengths = [len(encoded[i].ids) for i in rest]
+        for plan in plan_batches(lengths, self.budget, self.options.max_batch_size, MAX_PADDING):
+            jobs.append(
+                partial(self._run_batch, [rest[j] for j in plan], encoded, scores, progress)
+            )
+        self._run_jobs(jobs)
         return scores
 
-    def _score_prefix_groups(
+    def _run_batch(
         self,
+        items: list[int],
         encoded: list[_Encoded],
-        questions: Sequence[str],
-        todo: list[int],
         scores: list[float | None],
         progress: ProgressFn | None,
-    ) -> list[int]:
-        """Score best-of-N groups against their shared prompt; return items left over.
+    ) -> None:
+        """One planned batch of whole sequences."""
+        seqs = [encoded[i].ids for i in items]
+        for i, s in zip(items, self._forward(seqs), strict=True):
+            scores[i] = s
+        if progress:
+            progress(len(seqs), sum(len(x) for x in seqs))
+
+    def _streams(self) -> int:
+        if self.options.streams is not None:
+            return self.options.streams
+        import torch
+
+        cpu = self.rm.device.type == "cpu" and not self.rm.compiled
+        return 2 if cpu and torch.get_num_threads() >= 2 else 1
+
+    def _run_jobs(self, jobs: list[Callable[[], None]]) -> None:
+        """Run the forward-pass jobs, in several threads when streams > 1. No score
+        depends on which stream ran it; the first error stops the rest and is raised."""
+        streams = min(self._streams(), len(jobs))
+        if streams <= 1:
+            for job in jobs:
+                job()
+            return
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // streams))  # new threads take this count
+        self._cancel.clear()
+        pool = ThreadPoolExecutor(streams, thread_name_prefix="codescaler-stream")
+        try:
+            futures = [pool.submit(job) for job in jobs]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for f in futures:
+                if f.done() and not f.cancelled() and f.exception() is not None:
+                    raise f.exception()
+        except BaseException:
+            self._cancel.set()  # running jobs stop after their current pass (e.g. Ctrl-C)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)
+
+    def _prefix_groups(
+        self, encoded: list[_Encoded], questions: Sequence[str], todo: list[int]
+    ) -> tuple[list[_Group], list[int]]:
+        """Best-of-N groups to score against their shared prompt, and the items left over.
 
         A group is the candidates of one question; its prompt (the longest token prefix
         they all share) runs once, then every candidate runs only its own tokens.
@@ -270,9 +328,7 @@ class Scorer:
             groups.append(_Group(members, seqs[0][:p], [s[p:] for s in seqs]))
             self.stats.prefix_groups += 1
             self.stats.prefix_tokens_saved += p * (len(members) - 1)
-        for batch in self._plan_groups(groups, self.pack_groups):
-            self._run_group_batch(batch, scores, progress)
-        return rest
+        return groups, rest
 
     def _plan_groups(self, groups: list[_Group], pack: bool) -> list[list[_Group]]:
         """Pack whole groups (similar prompt lengths together) into one prompt pass each.
@@ -323,6 +379,8 @@ class Scorer:
             lengths, self.budget, self.options.max_batch_size, MAX_PADDING, context=pmax
         )
         for plan in plans:
+            if self._cancel.is_set():
+                return
             part = [rows[j] for j in plan]
             out = self._forward_suffixes(states, batch, part, pmax)
             for (gi, k), s in zip(part, out, strict=True):
@@ -351,18 +409,19 @@ class Scorer:
         )
 
     def _note_oom(self, rows: int, width: int) -> None:
-        self.stats.oom_retries += 1
-        # Later batches are planned with the smaller budget, so the error does not repeat.
-        self.budget = max(width, min(self.budget, width * rows) // 2)
-        self.stats.budgets.append(self.budget)
+        with self._lock:
+            self.stats.oom_retries += 1
+            # Later batches are planned with the smaller budget, so the error does not repeat.
+            self.budget = max(width, min(self.budget, width * rows) // 2)
+            self.stats.budgets.append(self.budget)
 
     def _count(self, rows: int, real: int, width: int) -> None:
-        self.stats.batches += 1
-        self.stats.real_tokens += real
-        self.stats.padded_tokens += width * rows
+        with self._lock:
+            self.stats.batches += 1
+            self.stats.real_tokens += real
+            self.stats.padded_tokens += width * rows
 
     def _forward(self, seqs: list[list[int]]) -> list[float]:
-        """One planned batch of whole sequences."""
         return self._halving(
             lambda b: self.rm.score_ids(b, attention_mask=self.attention_mask, trim=self.trim),
             seqs,
@@ -404,3 +463,14 @@ class Scorer:
         gc.collect()
         if self.rm.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _serialized(progress: ProgressFn) -> ProgressFn:
+    """``progress`` called from one stream at a time."""
+    lock = threading.Lock()
+
+    def tick(candidates: int, tokens: int) -> None:
+        with lock:
+            progress(candidates, tokens)
+
+    return tick

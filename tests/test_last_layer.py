@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 
@@ -134,3 +137,37 @@ def test_the_early_stop_leaves_no_hook_behind(tok):
     with pytest.raises(IndexError):  # a failure before the final layer is re-raised as is
         rm.score_ids([[len(tok) + 10_000]])
     assert not layer._forward_pre_hooks
+
+
+def test_the_early_stop_stops_only_its_own_thread(tok):
+    """A trimmed pass in one thread never stops a full pass running in another."""
+    rm = _reward_model("qwen3", tok)
+    seqs = _seqs(rm, "Count vowels.", 3)
+    trimmed, full = rm.score_ids(seqs, trim=True), rm.score_ids(seqs, trim=False)
+    # Slow the first layer down, so both passes are inside the stack at once.
+    slow = rm._base.layers[0].register_forward_hook(lambda *_: time.sleep(0.01))
+    start = threading.Barrier(2)
+    results: dict[str, list] = {"trim": [], "full": [], "errors": []}
+
+    def work(trim: bool) -> None:
+        start.wait()
+        for _ in range(5):
+            try:
+                results["trim" if trim else "full"].append(rm.score_ids(seqs, trim=trim))
+            except Exception as exc:  # recorded: the assertion below names it
+                results["errors"].append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in (True, False)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        slow.remove()
+    assert results["errors"] == []
+    for got in results["trim"]:
+        assert max(abs(a - b) for a, b in zip(got, trimmed, strict=True)) <= 1e-6
+    for got in results["full"]:
+        assert max(abs(a - b) for a, b in zip(got, full, strict=True)) <= 1e-6
+    assert not rm._base.layers[-1]._forward_pre_hooks

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -65,13 +67,17 @@ def test_lengths_really_differ(rm):
 @pytest.mark.parametrize("budget", [64, 700, 4096, 10**6])
 @pytest.mark.parametrize(("prefix_reuse", "pack"), PATHS)
 @pytest.mark.parametrize("trim", [True, False])
-def test_matches_single_candidate_reference(rm, reference, budget, prefix_reuse, pack, trim):
+@pytest.mark.parametrize("streams", [1, 3])
+def test_matches_single_candidate_reference(
+    rm, reference, budget, prefix_reuse, pack, trim, streams
+):
     res, scorer = _score(
         rm,
         max_tokens_per_batch=budget,
         prefix_reuse=prefix_reuse,
         pack_groups=pack,
         trim_last_layer=trim,
+        streams=streams,
     )
     assert all(s is not None for s in res.score)
     diff = max(abs(a - b) for a, b in zip(res.score, reference, strict=True))
@@ -99,7 +105,10 @@ def reference64(rm64):
 @pytest.mark.parametrize("budget", [64, 700, 10**6])
 @pytest.mark.parametrize(("prefix_reuse", "pack"), PATHS)
 @pytest.mark.parametrize(("trim", "mask"), [(True, False), (False, False), (True, True)])
-def test_every_path_is_exact_in_float64(rm64, reference64, budget, prefix_reuse, pack, trim, mask):
+@pytest.mark.parametrize("streams", [1, 2])
+def test_every_path_is_exact_in_float64(
+    rm64, reference64, budget, prefix_reuse, pack, trim, mask, streams
+):
     """In float64 rounding vanishes: every path is the same arithmetic, not just close in fp32."""
     res, _ = _score(
         rm64,
@@ -108,6 +117,7 @@ def test_every_path_is_exact_in_float64(rm64, reference64, budget, prefix_reuse,
         pack_groups=pack,
         trim_last_layer=trim,
         attention_mask=mask,
+        streams=streams,
     )
     assert max(abs(a - b) for a, b in zip(res.score, reference64, strict=True)) <= 1e-9
 
@@ -169,10 +179,12 @@ def test_code_longer_than_max_length_is_flagged_not_cut(rm):
 def _oom_when_wider_than(rm, monkeypatch, limit):
     real_ids, real_suffixes = rm.score_ids, rm.score_suffixes
     calls = {"oom": 0}
+    lock = threading.Lock()  # passes may run in several streams
 
     def check(seqs, extra=0):
         if len(seqs) > 1 and (max(len(s) for s in seqs) + extra) * len(seqs) > limit:
-            calls["oom"] += 1
+            with lock:
+                calls["oom"] += 1
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     def fake_ids(seqs, **kw):
@@ -189,12 +201,17 @@ def _oom_when_wider_than(rm, monkeypatch, limit):
 
 
 @pytest.mark.parametrize(("prefix_reuse", "pack"), PATHS)
+@pytest.mark.parametrize("streams", [1, 2])
 def test_out_of_memory_halves_batches_and_keeps_scores(
-    rm, reference, monkeypatch, prefix_reuse, pack
+    rm, reference, monkeypatch, prefix_reuse, pack, streams
 ):
     calls = _oom_when_wider_than(rm, monkeypatch, 500)
     res, scorer = _score(
-        rm, max_tokens_per_batch=20_000, prefix_reuse=prefix_reuse, pack_groups=pack
+        rm,
+        max_tokens_per_batch=20_000,
+        prefix_reuse=prefix_reuse,
+        pack_groups=pack,
+        streams=streams,
     )
     assert calls["oom"] > 0 and scorer.stats.oom_retries == calls["oom"]
     assert scorer.budget < 20_000

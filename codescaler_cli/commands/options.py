@@ -61,6 +61,16 @@ MaxTokens = Annotated[
         help="Padded-token budget per forward pass \\[default: per device].",
     ),
 ]
+Streams = Annotated[
+    int | None,
+    typer.Option(
+        "--streams",
+        min=1,
+        help="Forward passes run at once, each with an equal share of torch's threads "
+        "\\[default: 2 on a CPU with 2+ threads, else 1].",
+        show_default=False,
+    ),
+]
 MaxBatch = Annotated[
     int | None, typer.Option("--max-batch-size", help="Cap on candidates per forward pass.")
 ]
@@ -169,6 +179,7 @@ def make_config(output: str, opts: dict[str, Any], *, score: bool = True) -> Any
             max_batch_size=opts.get("max_batch_size"),
             dedup=not opts.get("no_dedup", False),
             prefix_reuse=not opts.get("no_prefix_reuse", False),
+            streams=opts.get("streams"),
         ),
         chunk_size=opts.get("chunk_size", 50_000),
         resume=opts.get("resume", "auto"),
