@@ -276,6 +276,7 @@ class Scorer:
     def _run_jobs(self, jobs: list[Callable[[], None]]) -> None:
         """Run the forward-pass jobs, in several threads when streams > 1. No score
         depends on which stream ran it; the first error stops the rest and is raised."""
+        self._cancel.clear()
         streams = min(self._streams(), len(jobs))
         if streams <= 1:
             for job in jobs:
@@ -287,7 +288,6 @@ class Scorer:
 
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, threads // streams))  # new threads take this count
-        self._cancel.clear()
         pool = ThreadPoolExecutor(streams, thread_name_prefix="codescaler-stream")
         try:
             futures = [pool.submit(job) for job in jobs]

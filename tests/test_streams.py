@@ -148,7 +148,7 @@ def test_first_error_stops_the_other_streams_and_is_raised(rm, monkeypatch, torc
     assert torch.get_num_threads() == 2
 
 
-def test_ctrl_c_stops_the_streams_and_restores_threads(rm, monkeypatch, torch_threads):
+def test_ctrl_c_stops_the_streams_and_restores_threads(rm, reference, monkeypatch, torch_threads):
     """SIGINT while the main thread waits on the streams: each running stream finishes its
     current pass and stops, queued passes are dropped, the interrupt reaches the caller."""
     real = rm.score_suffixes
@@ -165,13 +165,17 @@ def test_ctrl_c_stops_the_streams_and_restores_threads(rm, monkeypatch, torch_th
         return real(states, rows, **kw)
 
     monkeypatch.setattr(rm, "score_suffixes", suffixes)
-    scorer = Scorer(rm, ScoringOptions(max_tokens_per_batch=64, streams=2))
+    scorer = Scorer(rm, ScoringOptions(max_tokens_per_batch=64))  # 2 threads: 2 streams
     pairs = _pairs()
     with pytest.raises(KeyboardInterrupt):
         scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])
     assert 1 <= calls["n"] <= 3  # about one pass per stream, not the 10 planned
     assert torch.get_num_threads() == 2
     assert not [t for t in threading.enumerate() if t.name.startswith("codescaler-stream")]
+    # The same scorer scores everything afterwards, in one stream too (the stop is not sticky).
+    torch.set_num_threads(1)
+    res = scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])
+    assert max(abs(a - b) for a, b in zip(res.score, reference, strict=True)) <= TOL
 
 
 def test_invalid_streams_is_refused(rm):
