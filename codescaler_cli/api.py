@@ -66,8 +66,8 @@ def score_records(
     ``records`` is a list of dicts (a list of dicts comes back) or a ``pyarrow.Table``
     (a table comes back). ``model`` is a hub id, a local directory, or a model from
     :func:`load_model`. Scores are exactly those of ``codescaler score``. On a CPU the
-    passes run in ``streams`` threads (default 2), each with a share of torch's threads;
-    torch's thread count is restored when the call returns.
+    passes run in ``streams`` threads (default: 2 when torch has 2+ threads), each with a
+    share of torch's threads; torch's thread count is restored when the call returns.
     """
     import pyarrow as pa
 
