@@ -224,6 +224,10 @@ class Row:
         return cells
 
 
+ALL = "codescaler (all optimisations)"
+NO_REUSE = "codescaler --no-prefix-reuse"
+
+
 def model_flops(lengths: list[int], cfg) -> float:
     """2 * non-embedding params per token + causal attention, each sequence scored alone."""
     h, layers = cfg.hidden_size, cfg.num_hidden_layers
@@ -494,9 +498,7 @@ def main() -> None:
     base_row.alone_diff = alone_diff(ref)
     budget = args.budget
     default = dict(max_tokens_per_batch=budget)
-    configs = [
-        ("codescaler (all optimisations)", default),
-    ]
+    configs = [(ALL, default)]
     if not args.only_default:
         one = dict(default, streams=1)  # the rows before the last: one stream of passes
         configs = [
@@ -518,6 +520,8 @@ def main() -> None:
             ("+ prompt reuse", dict(one, trim_last_layer=False)),
             ("+ final layer at the scored token", one),
             *configs,
+            # Prompt reuse switched off alone, as `--no-prefix-reuse` does.
+            (NO_REUSE, dict(default, prefix_reuse=False)),
         ]
     rows = [base_row]
     base_row.flops = model_flops(lengths, rm.model.config)
@@ -550,6 +554,12 @@ def main() -> None:
         table = [header, ["---"] * len(header)]
         table += [r.as_list(rows[0].candidates / rows[0].seconds, peak) for r in rows]
         print("\n".join("| " + " | ".join(c) + " |" for c in table))
+        rate = {r.name: r.candidates / r.seconds for r in rows}
+        if NO_REUSE in rate:
+            print(
+                f"\nprompt reuse in the default pipeline: {rate[ALL] / rate[NO_REUSE]:.2f}x "
+                "(all optimisations vs all but prompt reuse)"
+            )
         print(
             f"\nmachine: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}, "
             f"torch {torch.__version__}, {os.cpu_count()} CPUs; `python benchmarks/throughput.py "

@@ -19,8 +19,12 @@ def test_throughput_benchmark_smoke(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     rows = json.loads(out.read_text())
     names = [r["name"] for r in rows]
-    assert names[0].startswith("baseline") and names[-1] == "codescaler (all optimisations)"
+    assert names[0].startswith("baseline") and names[-2:] == [
+        "codescaler (all optimisations)",
+        "codescaler --no-prefix-reuse",
+    ]
     assert "+ prompt reuse" in names
+    assert re.search(r"prompt reuse in the default pipeline: \d+\.\d\dx", run.stdout)
     for row in rows:
         assert row["candidates"] == 12 and row["seconds"] > 0
         assert row["alone_diff"] is not None and row["alone_diff"] <= 1e-5
