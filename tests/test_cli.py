@@ -158,6 +158,47 @@ def test_token_budget_does_not_change_scores(scored, tiny_model_dir, tmp_path):
             assert (a is None and b is None) or abs(a - b) <= TOL
 
 
+@pytest.mark.parametrize("streams", ["1", "3"])
+def test_streams_do_not_change_scores(scored, tiny_model_dir, tmp_path, streams, monkeypatch):
+    from codescaler_cli.scoring import Scorer
+
+    used = []
+    run_jobs = Scorer._run_jobs
+
+    def record(self, jobs):
+        used.append(self._streams())
+        return run_jobs(self, jobs)
+
+    monkeypatch.setattr(Scorer, "_run_jobs", record)
+    base = pq.read_table(scored).column("score").to_pylist()
+    out = tmp_path / "s.parquet"
+    common = ["--model", str(tiny_model_dir), "--device", "cpu", "-q"]
+    _score(
+        [
+            str(SAMPLE),
+            "-o",
+            str(out),
+            *common,
+            "--streams",
+            streams,
+            "--max-tokens-per-batch",
+            "128",
+        ]
+    )
+    assert used and set(used) == {int(streams)}
+    got = pq.read_table(out).column("score").to_pylist()
+    for a, b in zip(got, base, strict=True):
+        assert (a is None and b is None) or abs(a - b) <= TOL
+
+
+def test_streams_below_one_is_a_usage_error(tiny_model_dir, tmp_path):
+    out = tmp_path / "s.parquet"
+    args = [str(SAMPLE), "-o", str(out), "--model", str(tiny_model_dir), "--streams", "0"]
+    result = runner.invoke(app, ["score", *args])
+    assert result.exit_code == 2 and "--streams" in result.output
+    assert not out.exists()
+
+
 def test_question_and_response_fields(tiny_model_dir, tmp_path):
     src = tmp_path / "renamed.jsonl"
     src.write_text(
