@@ -1,4 +1,4 @@
-"""Shared fixtures: one tiny offline Qwen3 reward model per test session."""
+"""Shared fixtures: a tiny offline Qwen3 reward model (built once per session) and its scores."""
 
 from __future__ import annotations
 
@@ -30,6 +30,26 @@ def tiny_model(tiny_model_dir: Path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, dtype=torch.float32)
     return tokenizer, model.eval()
+
+
+@pytest.fixture(scope="module")
+def rm(tiny_model_dir: Path):
+    """The tiny model loaded through the CLI's own loader: fp32, CPU."""
+    from codescaler_cli.model import ModelOptions, load_reward_model
+
+    return load_reward_model(ModelOptions(model=str(tiny_model_dir), device="cpu", dtype="float32"))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir: Path) -> list[float]:
+    """The model card's path on each of fixtures_scoring's candidates alone, fp32."""
+    from fixtures_scoring import scoring_pairs
+
+    from codescaler_cli.testing import model_card_scores
+
+    return model_card_scores(
+        str(tiny_model_dir), pairs=scoring_pairs(), batch=False, max_length=4096
+    )
 
 
 @pytest.fixture

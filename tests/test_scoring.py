@@ -6,61 +6,25 @@ import threading
 
 import pytest
 import torch
+from fixtures_scoring import TOL, make_code, scoring_pairs  # tests/ is on sys.path
 
 from codescaler_cli.errors import ModelError
 from codescaler_cli.scoring import Scorer, ScoringOptions, common_prefix_len
 from codescaler_cli.testing import model_card_scores
 
-TOL = 1e-5
 # (prefix_reuse, pack_groups): plain batches, one problem's prompt per pass, several per pass.
 PATHS = [(False, None), (True, False), (True, True)]
 
-QUESTIONS = [
-    "Write a function add(a, b) that returns a + b.",
-    "Given a list of integers, return the sum of the even ones.\n" * 12,
-    "Implement a stack with push/pop/peek in O(1).",
-]
-
-
-def _code(n_lines: int, tag: int) -> str:
-    body = "\n".join(f"    total += {i} * x  # step {i}" for i in range(n_lines))
-    return f"def f{tag}(x):\n    total = 0\n{body}\n    return total\n"
-
-
-def _pairs() -> list[tuple[str, str]]:
-    pairs = []
-    for k, n in enumerate([0, 1, 3, 8, 20, 45, 100]):
-        q = QUESTIONS[k % len(QUESTIONS)]
-        pairs.append((q, _code(n, k)))
-    # best-of-N group sharing a question, plus an exact duplicate
-    pairs += [(QUESTIONS[1], _code(n, 100 + n)) for n in (2, 5, 9, 30)]
-    # a group whose answers have equal lengths: they share one answer pass
-    pairs += [(QUESTIONS[2], _code(12, 200 + k)) for k in range(5)]
-    pairs.append(pairs[-1])
-    return pairs
-
-
-@pytest.fixture(scope="module")
-def rm(tiny_model_dir):
-    from codescaler_cli.model import ModelOptions, load_reward_model
-
-    return load_reward_model(ModelOptions(model=str(tiny_model_dir), device="cpu", dtype="float32"))
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_model_dir):
-    return model_card_scores(str(tiny_model_dir), pairs=_pairs(), batch=False, max_length=4096)
-
 
 def _score(rm, **opts):
-    pairs = _pairs()
+    pairs = scoring_pairs()
     scorer = Scorer(rm, ScoringOptions(**opts))
     res = scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])
     return res, scorer
 
 
 def test_lengths_really_differ(rm):
-    lengths = [len(ids) for ids in rm.encode([rm.render(q, c) for q, c in _pairs()])]
+    lengths = [len(ids) for ids in rm.encode([rm.render(q, c) for q, c in scoring_pairs()])]
     assert min(lengths) < 80 and max(lengths) > 1200
 
 
@@ -99,7 +63,7 @@ def rm64(tiny_model_dir):
 @pytest.fixture(scope="module")
 def reference64(rm64):
     """The model card's path on each candidate alone (no padding), in float64."""
-    return model_card_scores(rm64.model, rm64.tokenizer, _pairs(), max_length=4096)
+    return model_card_scores(rm64.model, rm64.tokenizer, scoring_pairs(), max_length=4096)
 
 
 @pytest.mark.parametrize("budget", [64, 700, 10**6])
@@ -152,7 +116,7 @@ def test_empty_code_is_not_scored(rm):
 
 def test_over_long_question_is_shortened_never_the_code(rm, tiny_model_dir):
     question = "Describe the input format in detail. " * 200
-    code = _code(10, 7)
+    code = make_code(10, 7)
     scorer = Scorer(rm, ScoringOptions(max_length=256))
     res = scorer.score_pairs([question], [code])
     assert res.truncated == [True] and not res.too_long[0]
@@ -170,7 +134,7 @@ def test_over_long_question_is_shortened_never_the_code(rm, tiny_model_dir):
 
 def test_code_longer_than_max_length_is_flagged_not_cut(rm):
     scorer = Scorer(rm, ScoringOptions(max_length=64))
-    res = scorer.score_pairs(["q"], [_code(40, 1)])
+    res = scorer.score_pairs(["q"], [make_code(40, 1)])
     assert res.too_long == [True] and res.truncated == [True]
     assert res.score == [None]
     assert res.n_tokens[0] > 64
@@ -246,7 +210,7 @@ def test_packed_groups_with_different_prompt_lengths(rm, tiny_model_dir):
         "Medium task, some words. " * 4,
     ]
     # Equal-length answers, so the padding cap keeps all nine rows in one pass.
-    pairs = [(q, _code(4, 10 * k + n)) for k, q in enumerate(questions) for n in (1, 4, 9)]
+    pairs = [(q, make_code(4, 10 * k + n)) for k, q in enumerate(questions) for n in (1, 4, 9)]
     ref = model_card_scores(str(tiny_model_dir), pairs=pairs, batch=False, max_length=4096)
     scorer = Scorer(rm, ScoringOptions(pack_groups=True, max_tokens_per_batch=10**6))
     res = scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])

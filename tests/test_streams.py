@@ -8,22 +8,9 @@ import time
 
 import pytest
 import torch
-from test_scoring import TOL, _pairs  # tests/ is on sys.path under pytest
+from fixtures_scoring import TOL, scoring_pairs  # tests/ is on sys.path under pytest
 
 from codescaler_cli.scoring import Scorer, ScoringOptions
-from codescaler_cli.testing import model_card_scores
-
-
-@pytest.fixture(scope="module")
-def rm(tiny_model_dir):
-    from codescaler_cli.model import ModelOptions, load_reward_model
-
-    return load_reward_model(ModelOptions(model=str(tiny_model_dir), device="cpu", dtype="float32"))
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_model_dir):
-    return model_card_scores(str(tiny_model_dir), pairs=_pairs(), batch=False, max_length=4096)
 
 
 @pytest.fixture
@@ -36,7 +23,7 @@ def torch_threads():
 
 
 def _run(rm, progress=None, **opts):
-    pairs = _pairs()
+    pairs = scoring_pairs()
     scorer = Scorer(rm, ScoringOptions(max_tokens_per_batch=300, **opts))
     res = scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs], progress)
     return res, scorer
@@ -140,7 +127,7 @@ def test_first_error_stops_the_other_streams_and_is_raised(rm, monkeypatch, torc
 
     monkeypatch.setattr(rm, "score_ids", ids)
     scorer = Scorer(rm, ScoringOptions(max_tokens_per_batch=64, prefix_reuse=False, streams=2))
-    pairs = _pairs()
+    pairs = scoring_pairs()
     planned = len(pairs)  # a 64-token budget leaves one candidate per pass
     with pytest.raises(RuntimeError, match="shape mismatch"):
         scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])
@@ -166,7 +153,7 @@ def test_ctrl_c_stops_the_streams_and_restores_threads(rm, reference, monkeypatc
 
     monkeypatch.setattr(rm, "score_suffixes", suffixes)
     scorer = Scorer(rm, ScoringOptions(max_tokens_per_batch=64))  # 2 threads: 2 streams
-    pairs = _pairs()
+    pairs = scoring_pairs()
     with pytest.raises(KeyboardInterrupt):
         scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])
     assert 1 <= calls["n"] <= 3  # about one pass per stream, not the 10 planned
