@@ -8,6 +8,7 @@ suite checks each against that reference within 1e-5 in fp32.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from .model import RewardModel
 
 ProgressFn = Callable[[int, int], None]  # (candidates scored, real tokens scored)
+# One forward pass; may return the passes that follow from it.
+Job = Callable[[], "list[Job] | None"]
 # A batch is closed before padding exceeds this share of its tokens. With many candidates the
 # budget fills with similar lengths anyway; with few, padding to the longest would be waste.
 MAX_PADDING = 0.1
@@ -237,18 +240,22 @@ class Scorer:
         todo = [i for i, e in enumerate(encoded) if e.ids is not None]
         if progress is not None:
             progress = _serialized(progress)
-        jobs: list[Callable[[], None]] = []
+        jobs: list[tuple[int, Job]] = []  # (tokens, job)
         rest = todo
         if self.options.prefix_reuse and self.rm.supports_prefix_reuse:
             groups, rest = self._prefix_groups(encoded, questions, todo)
             for batch in self._plan_groups(groups, self.pack_groups):
-                jobs.append(partial(self._run_group_batch, batch, scores, progress))
+                size = sum(len(g.prefix) + sum(map(len, g.suffixes)) for g in batch)
+                jobs.append((size, partial(self._prompt_pass, batch, scores, progress)))
         lengths = [len(encoded[i].ids) for i in rest]
         for plan in plan_batches(lengths, self.budget, self.options.max_batch_size, MAX_PADDING):
+            size = len(plan) * max(lengths[j] for j in plan)
             jobs.append(
-                partial(self._run_batch, [rest[j] for j in plan], encoded, scores, progress)
+                (size, partial(self._run_batch, [rest[j] for j in plan], encoded, scores, progress))
             )
-        self._run_jobs(jobs)
+        # Largest first: the streams then end on short passes, not one long one.
+        jobs.sort(key=lambda job: -job[0])
+        self._run_jobs([job for _, job in jobs])
         return scores
 
     def _run_batch(
@@ -273,34 +280,85 @@ class Scorer:
         cpu = self.rm.device.type == "cpu" and not self.rm.compiled
         return 2 if cpu and torch.get_num_threads() >= 2 else 1
 
-    def _run_jobs(self, jobs: list[Callable[[], None]]) -> None:
-        """Run the forward-pass jobs, in several threads when streams > 1. No score
-        depends on which stream ran it; the first error stops the rest and is raised."""
+    def _run_jobs(self, jobs: list[Job]) -> None:
+        """Run forward-pass jobs. A job may return follow-up jobs (a prompt pass returns its
+        answer passes); those run before any new job, so prompt states are freed soon.
+        With streams > 1 they run in several threads; no score depends on which stream ran
+        it, and the first error stops the rest and is raised."""
         self._cancel.clear()
-        streams = min(self._streams(), len(jobs))
-        if streams <= 1:
-            for job in jobs:
-                job()
-            return
-        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+        queue: deque[Job] = deque(jobs)
+        streams = self._streams()
+        # A lone job (one problem's prompt, say) runs here with every thread; its follow-ups
+        # are what the streams share.
+        while queue and (streams <= 1 or len(queue) == 1):
+            job = queue.popleft()
+            queue.extendleft(reversed(job() or []))
+            del job  # an answer pass holds its prompt states: free them before the next prompt
+        if queue:
+            self._run_streams(queue, streams)
 
+    def _run_streams(self, queue: deque[Job], streams: int) -> None:
         import torch
+
+        cond = threading.Condition()
+        finished = threading.Event()
+        state = {"running": 0, "alive": streams}
+        errors: list[BaseException] = []
+
+        def next_job() -> Job | None:
+            with cond:
+                while not queue and state["running"] and not self._cancel.is_set():
+                    cond.wait()
+                if self._cancel.is_set() or not queue:
+                    cond.notify_all()
+                    return None
+                state["running"] += 1
+                return queue.popleft()
+
+        def stream() -> None:
+            try:
+                while (job := next_job()) is not None:
+                    more = None
+                    try:
+                        more = job()
+                    except BaseException as exc:
+                        errors.append(exc)
+                        self._cancel.set()
+                    del job
+                    with cond:
+                        state["running"] -= 1
+                        if more and not self._cancel.is_set():
+                            queue.extendleft(reversed(more))
+                        del more
+                        cond.notify_all()
+            finally:
+                with cond:
+                    state["alive"] -= 1
+                    if not state["alive"]:
+                        finished.set()
 
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, threads // streams))  # new threads take this count
-        pool = ThreadPoolExecutor(streams, thread_name_prefix="codescaler-stream")
+        workers = [
+            threading.Thread(target=stream, name=f"codescaler-stream_{i}", daemon=True)
+            for i in range(streams)
+        ]
         try:
-            futures = [pool.submit(job) for job in jobs]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            for f in futures:
-                if f.done() and not f.cancelled() and f.exception() is not None:
-                    raise f.exception()
+            for w in workers:
+                w.start()
+            finished.wait()  # interruptible: Ctrl-C lands here
         except BaseException:
-            self._cancel.set()  # running jobs stop after their current pass (e.g. Ctrl-C)
+            self._cancel.set()  # running passes finish, queued ones are dropped
+            with cond:
+                cond.notify_all()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            for w in workers:
+                if w.ident is not None:
+                    w.join()
             torch.set_num_threads(threads)
+        if errors:
+            raise errors[0]
 
     def _prefix_groups(
         self, encoded: list[_Encoded], questions: Sequence[str], todo: list[int]
@@ -356,9 +414,10 @@ class Scorer:
             plans.append(cur)
         return plans
 
-    def _run_group_batch(
+    def _prompt_pass(
         self, batch: list[_Group], scores: list[float | None], progress: ProgressFn | None
-    ) -> None:
+    ) -> list[Job]:
+        """The shared prompts' states; returns the answer passes that read them."""
         rows = [(gi, k) for gi, g in enumerate(batch) for k in range(len(g.suffixes))]
         pmax = max(len(g.prefix) for g in batch)
         lengths = [len(batch[gi].suffixes[k]) for gi, k in rows]
@@ -378,19 +437,28 @@ class Scorer:
         plans = plan_batches(
             lengths, self.budget, self.options.max_batch_size, MAX_PADDING, context=pmax
         )
-        for plan in plans:
-            if self._cancel.is_set():
-                return
-            part = [rows[j] for j in plan]
-            out = self._forward_suffixes(states, batch, part, pmax)
-            for (gi, k), s in zip(part, out, strict=True):
-                scores[batch[gi].members[k]] = s
-            if progress:
-                progress(
-                    len(part),
-                    sum(len(batch[gi].prefix) + len(batch[gi].suffixes[k]) for gi, k in part),
-                )
-        del states
+        return [
+            partial(self._answer_pass, states, batch, [rows[j] for j in plan], scores, progress)
+            for plan in plans
+        ]
+
+    def _answer_pass(
+        self,
+        states: Any,
+        batch: list[_Group],
+        part: list[tuple[int, int]],
+        scores: list[float | None],
+        progress: ProgressFn | None,
+    ) -> None:
+        pmax = max(len(g.prefix) for g in batch)
+        out = self._forward_suffixes(states, batch, part, pmax)
+        for (gi, k), s in zip(part, out, strict=True):
+            scores[batch[gi].members[k]] = s
+        if progress:
+            progress(
+                len(part),
+                sum(len(batch[gi].prefix) + len(batch[gi].suffixes[k]) for gi, k in part),
+            )
 
     def _forward_suffixes(self, states, batch, part, pmax: int) -> list[float]:
         """Answers of one pass against their cached prompts (pmax slots each)."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import weakref
 
 import pytest
 import torch
-from fixtures_scoring import TOL, scoring_pairs  # tests/ is on sys.path under pytest
+from fixtures_scoring import QUESTIONS, TOL, make_code, scoring_pairs  # tests/ on sys.path
 
 from codescaler_cli.scoring import Scorer, ScoringOptions
 
@@ -163,6 +164,79 @@ def test_ctrl_c_stops_the_streams_and_restores_threads(rm, reference, monkeypatc
     torch.set_num_threads(1)
     res = scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])
     assert max(abs(a - b) for a, b in zip(res.score, reference, strict=True)) <= TOL
+
+
+def test_one_problems_answer_passes_are_shared_by_the_streams(
+    rm, tiny_model_dir, monkeypatch, torch_threads
+):
+    """Best-of-N for a single problem: its prompt runs once in the calling thread (it is
+    the only job), then its answer passes run in both streams, with each candidate's score."""
+    from codescaler_cli.testing import model_card_scores
+
+    pairs = [(QUESTIONS[1], make_code(n, 300 + n)) for n in (2, 4, 6, 9, 12, 15, 20, 26)]
+    alone = model_card_scores(str(tiny_model_dir), pairs=pairs, batch=False, max_length=4096)
+    seen = _record_threads(rm, monkeypatch, delay=0.02)
+    prompts: list[str] = []
+    real_states = rm.prefix_states
+
+    def states(prefixes, **kw):
+        prompts.append(threading.current_thread().name)
+        return real_states(prefixes, **kw)
+
+    monkeypatch.setattr(rm, "prefix_states", states)
+    scorer = Scorer(rm, ScoringOptions(max_tokens_per_batch=600))
+    res = scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])
+    assert prompts == [threading.current_thread().name]
+    assert len(seen) >= 3 and {name.split("_")[0] for name in seen} == {"codescaler-stream"}
+    assert len(set(seen)) == 2
+    assert max(abs(a - b) for a, b in zip(res.score, alone, strict=True)) <= TOL
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_prompt_states_are_freed_before_the_next_prompt_runs(rm, monkeypatch, streams):
+    """Answer passes run before any new prompt: at most one prompt's cached states per
+    stream are alive at a time, so memory follows the budget, not the number of problems."""
+    alive: list[weakref.ref] = []
+    most = {"n": 0}
+    lock = threading.Lock()
+    real = rm.prefix_states
+
+    def states(prefixes, **kw):
+        with lock:
+            most["n"] = max(most["n"], sum(r() is not None for r in alive) + 1)
+        out = real(prefixes, **kw)
+        with lock:
+            alive.append(weakref.ref(out))
+        return out
+
+    monkeypatch.setattr(rm, "prefix_states", states)
+    pairs = [
+        (QUESTIONS[k % 3] + f" (variant {k})", make_code(n, k))
+        for k in range(6)
+        for n in (3, 8, 14)
+    ]
+    scorer = Scorer(rm, ScoringOptions(max_tokens_per_batch=200, streams=streams))
+    scorer.score_pairs([q for q, _ in pairs], [c for _, c in pairs])
+    assert len(alive) == 6  # one prompt pass per problem
+    assert most["n"] <= streams
+
+
+def test_largest_jobs_start_first(rm, monkeypatch):
+    """Jobs start largest first (by tokens), so the streams finish on short passes: a
+    short-prompt problem with long answers runs before a long-prompt one with short answers."""
+    prompts: list[int] = []
+    real = rm.prefix_states
+
+    def states(prefixes, **kw):
+        prompts.append(len(prefixes[0]))
+        return real(prefixes, **kw)
+
+    monkeypatch.setattr(rm, "prefix_states", states)
+    small = [(QUESTIONS[1], make_code(1, k)) for k in (1, 2)]
+    large = [(QUESTIONS[0], make_code(40, k)) for k in (3, 4, 5, 6)]
+    scorer = Scorer(rm, ScoringOptions(max_tokens_per_batch=4096, streams=1))
+    scorer.score_pairs([q for q, _ in small + large], [c for _, c in small + large])
+    assert len(prompts) == 2 and prompts[0] < prompts[1]
 
 
 def test_invalid_streams_is_refused(rm):
