@@ -141,7 +141,6 @@ class Scorer:
             raise ValueError("streams must be at least 1")
         self.stats = ScoreStats()
         self._lock = threading.Lock()  # stats and budget, updated from every stream
-        self._cancel = threading.Event()
 
     # ------------------------------------------------------------ encoding
 
@@ -241,21 +240,24 @@ class Scorer:
         if progress is not None:
             progress = _serialized(progress)
         jobs: list[tuple[int, Job]] = []  # (tokens, job)
+        parallel = 0  # the most passes that could ever run at once
         rest = todo
         if self.options.prefix_reuse and self.rm.supports_prefix_reuse:
             groups, rest = self._prefix_groups(encoded, questions, todo)
             for batch in self._plan_groups(groups, self.pack_groups):
                 size = sum(len(g.prefix) + sum(map(len, g.suffixes)) for g in batch)
                 jobs.append((size, partial(self._prompt_pass, batch, scores, progress)))
+                parallel += sum(len(g.suffixes) for g in batch)
         lengths = [len(encoded[i].ids) for i in rest]
         for plan in plan_batches(lengths, self.budget, self.options.max_batch_size, MAX_PADDING):
             size = len(plan) * max(lengths[j] for j in plan)
+            parallel += 1
             jobs.append(
                 (size, partial(self._run_batch, [rest[j] for j in plan], encoded, scores, progress))
             )
         # Largest first: the streams then end on short passes, not one long one.
         jobs.sort(key=lambda job: -job[0])
-        self._run_jobs([job for _, job in jobs])
+        self._run_jobs([job for _, job in jobs], parallel)
         return scores
 
     def _run_batch(
@@ -280,20 +282,24 @@ class Scorer:
         cpu = self.rm.device.type == "cpu" and not self.rm.compiled
         return 2 if cpu and torch.get_num_threads() >= 2 else 1
 
-    def _run_jobs(self, jobs: list[Job]) -> None:
+    def _run_jobs(self, jobs: list[Job], parallel: int) -> None:
         """Run forward-pass jobs. A job may return follow-up jobs (a prompt pass returns its
         answer passes); those run before any new job, so prompt states are freed soon.
         With streams > 1 they run in several threads; no score depends on which stream ran
-        it, and the first error stops the rest and is raised."""
-        self._cancel.clear()
+        it, and the first error stops the rest and is raised. ``parallel``: the most jobs
+        that could run at once (no more streams than that)."""
         queue: deque[Job] = deque(jobs)
-        streams = self._streams()
+        streams = min(self._streams(), parallel)
         # A lone job (one problem's prompt, say) runs here with every thread; its follow-ups
         # are what the streams share.
-        while queue and (streams <= 1 or len(queue) == 1):
-            job = queue.popleft()
-            queue.extendleft(reversed(job() or []))
-            del job  # an answer pass holds its prompt states: free them before the next prompt
+        try:
+            while queue and (streams <= 1 or len(queue) == 1):
+                job = queue.popleft()
+                queue.extendleft(reversed(job() or []))
+                del job  # an answer pass holds its prompt states: free them before the next
+        except BaseException:
+            queue.clear()  # the raised error keeps this frame; not the queued prompt states
+            raise
         if queue:
             self._run_streams(queue, streams)
 
@@ -301,19 +307,27 @@ class Scorer:
         import torch
 
         cond = threading.Condition()
+        cancel = threading.Event()  # this run's own: a later run never revives its jobs
         finished = threading.Event()
         state = {"running": 0, "alive": streams}
         errors: list[BaseException] = []
 
         def next_job() -> Job | None:
             with cond:
-                while not queue and state["running"] and not self._cancel.is_set():
+                while not queue and state["running"] and not cancel.is_set():
                     cond.wait()
-                if self._cancel.is_set() or not queue:
+                if cancel.is_set() or not queue:
                     cond.notify_all()
                     return None
                 state["running"] += 1
                 return queue.popleft()
+
+        def stop() -> None:
+            """Running passes finish; queued ones (and the prompt states they hold) go."""
+            with cond:
+                cancel.set()
+                queue.clear()
+                cond.notify_all()
 
         def stream() -> None:
             try:
@@ -323,11 +337,11 @@ class Scorer:
                         more = job()
                     except BaseException as exc:
                         errors.append(exc)
-                        self._cancel.set()
+                        stop()
                     del job
                     with cond:
                         state["running"] -= 1
-                        if more and not self._cancel.is_set():
+                        if more and not cancel.is_set():
                             queue.extendleft(reversed(more))
                         del more
                         cond.notify_all()
@@ -348,15 +362,15 @@ class Scorer:
                 w.start()
             finished.wait()  # interruptible: Ctrl-C lands here
         except BaseException:
-            self._cancel.set()  # running passes finish, queued ones are dropped
-            with cond:
-                cond.notify_all()
+            stop()  # Ctrl-C
             raise
         finally:
-            for w in workers:
-                if w.ident is not None:
-                    w.join()
-            torch.set_num_threads(threads)
+            try:
+                for w in workers:
+                    if w.ident is not None:
+                        w.join()
+            finally:
+                torch.set_num_threads(threads)
         if errors:
             raise errors[0]
 

@@ -97,6 +97,30 @@ def test_streams_share_torch_threads_and_restore_them(rm, monkeypatch, torch_thr
     assert torch.get_num_threads() == 2
 
 
+def test_no_more_streams_than_passes(rm, monkeypatch):
+    """--streams 4 with two passes to run: two streams, each with half the threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    inside: list[tuple[str, int]] = []
+    real = rm.score_ids
+
+    def ids(seqs, **kw):
+        inside.append((threading.current_thread().name, torch.get_num_threads()))
+        time.sleep(0.02)
+        return real(seqs, **kw)
+
+    monkeypatch.setattr(rm, "score_ids", ids)
+    pairs = [(QUESTIONS[0], make_code(1, 1)), (QUESTIONS[1], make_code(60, 2))]
+    try:
+        Scorer(rm, ScoringOptions(prefix_reuse=False, streams=4)).score_pairs(
+            [q for q, _ in pairs], [c for _, c in pairs]
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert len(inside) == 2  # too different in length to share a pass
+    assert {n for _, n in inside} == {2} and len({t for t, _ in inside}) == 2
+
+
 def test_progress_counts_every_candidate_once(rm, torch_threads):
     totals = []
     for streams in (1, 3):
