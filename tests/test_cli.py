@@ -165,9 +165,9 @@ def test_streams_do_not_change_scores(scored, tiny_model_dir, tmp_path, streams,
     used = []
     run_jobs = Scorer._run_jobs
 
-    def record(self, jobs):
+    def record(self, *args):
         used.append(self._streams())
-        return run_jobs(self, jobs)
+        return run_jobs(self, *args)
 
     monkeypatch.setattr(Scorer, "_run_jobs", record)
     base = pq.read_table(scored).column("score").to_pylist()
