@@ -269,7 +269,12 @@ class Scorer:
     ) -> None:
         """One planned batch of whole sequences."""
         seqs = [encoded[i].ids for i in items]
-        for i, s in zip(items, self._forward(seqs), strict=True):
+        out = self._halving(
+            lambda b: self.rm.score_ids(b, attention_mask=self.attention_mask, trim=self.trim),
+            seqs,
+            len,
+        )
+        for i, s in zip(items, out, strict=True):
             scores[i] = s
         if progress:
             progress(len(seqs), sum(len(x) for x in seqs))
@@ -309,17 +314,18 @@ class Scorer:
         cond = threading.Condition()
         cancel = threading.Event()  # this run's own: a later run never revives its jobs
         finished = threading.Event()
-        state = {"running": 0, "alive": streams}
+        running, alive = 0, streams
         errors: list[BaseException] = []
 
         def next_job() -> Job | None:
+            nonlocal running
             with cond:
-                while not queue and state["running"] and not cancel.is_set():
+                while not queue and running and not cancel.is_set():
                     cond.wait()
                 if cancel.is_set() or not queue:
                     cond.notify_all()
                     return None
-                state["running"] += 1
+                running += 1
                 return queue.popleft()
 
         def stop() -> None:
@@ -330,6 +336,7 @@ class Scorer:
                 cond.notify_all()
 
         def stream() -> None:
+            nonlocal running, alive
             try:
                 while (job := next_job()) is not None:
                     more = None
@@ -340,15 +347,15 @@ class Scorer:
                         stop()
                     del job
                     with cond:
-                        state["running"] -= 1
+                        running -= 1
                         if more and not cancel.is_set():
                             queue.extendleft(reversed(more))
                         del more
                         cond.notify_all()
             finally:
                 with cond:
-                    state["alive"] -= 1
-                    if not state["alive"]:
+                    alive -= 1
+                    if not alive:
                         finished.set()
 
         threads = torch.get_num_threads()
@@ -452,20 +459,28 @@ class Scorer:
             lengths, self.budget, self.options.max_batch_size, MAX_PADDING, context=pmax
         )
         return [
-            partial(self._answer_pass, states, batch, [rows[j] for j in plan], scores, progress)
+            partial(
+                self._answer_pass, states, pmax, batch, [rows[j] for j in plan], scores, progress
+            )
             for plan in plans
         ]
 
     def _answer_pass(
         self,
         states: Any,
+        pmax: int,
         batch: list[_Group],
         part: list[tuple[int, int]],
         scores: list[float | None],
         progress: ProgressFn | None,
     ) -> None:
-        pmax = max(len(g.prefix) for g in batch)
-        out = self._forward_suffixes(states, batch, part, pmax)
+        """Answers of one pass against their cached prompts (pmax slots each)."""
+        out = self._halving(
+            lambda r: self.rm.score_suffixes(states, r, trim=self.trim),
+            [(gi, batch[gi].suffixes[k]) for gi, k in part],
+            lambda row: len(row[1]),
+            context=pmax,
+        )
         for (gi, k), s in zip(part, out, strict=True):
             scores[batch[gi].members[k]] = s
         if progress:
@@ -473,16 +488,6 @@ class Scorer:
                 len(part),
                 sum(len(batch[gi].prefix) + len(batch[gi].suffixes[k]) for gi, k in part),
             )
-
-    def _forward_suffixes(self, states, batch, part, pmax: int) -> list[float]:
-        """Answers of one pass against their cached prompts (pmax slots each)."""
-        rows = [(gi, batch[gi].suffixes[k]) for gi, k in part]
-        return self._halving(
-            lambda r: self.rm.score_suffixes(states, r, trim=self.trim),
-            rows,
-            lambda row: len(row[1]),
-            context=pmax,
-        )
 
     def _single_oom(self, n_tokens: int) -> ModelError:
         return ModelError(
@@ -502,13 +507,6 @@ class Scorer:
             self.stats.batches += 1
             self.stats.real_tokens += real
             self.stats.padded_tokens += width * rows
-
-    def _forward(self, seqs: list[list[int]]) -> list[float]:
-        return self._halving(
-            lambda b: self.rm.score_ids(b, attention_mask=self.attention_mask, trim=self.trim),
-            seqs,
-            len,
-        )
 
     def _halving(
         self,
