@@ -500,7 +500,8 @@ def main() -> None:
     default = dict(max_tokens_per_batch=budget)
     configs = [(ALL, default)]
     if not args.only_default:
-        one = dict(default, streams=1)  # the rows before the last: one stream of passes
+        # The rows before the last two: one stream of passes, every key block computed.
+        one = dict(default, streams=1, skip_hidden_blocks=False)
         configs = [
             (
                 "sorted + token budget (mask on)",
@@ -519,6 +520,7 @@ def main() -> None:
             ("+ dedup", dict(one, prefix_reuse=False, trim_last_layer=False)),
             ("+ prompt reuse", dict(one, trim_last_layer=False)),
             ("+ final layer at the scored token", one),
+            ("+ hidden key blocks skipped", dict(default, streams=1)),
             *configs,
             # Prompt reuse switched off alone, as `--no-prefix-reuse` does.
             (NO_REUSE, dict(default, prefix_reuse=False)),

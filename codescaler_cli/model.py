@@ -143,10 +143,13 @@ class RewardModel:
         params = inspect.signature(self._base.forward).parameters if self._base is not None else {}
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._last = None
+        self._answer_attention = False
         if self._base is not None and self._head is not None:
+            from . import answer_attention
             from .last_layer import LastLayer
 
             self._last = LastLayer.find(self._base)
+            self._answer_attention = answer_attention.install(model)
 
     # ------------------------------------------------------------ text -> ids
 
@@ -254,16 +257,24 @@ class RewardModel:
         return PrefixStates(kv, [len(p) for p in prefixes], lens)
 
     def score_suffixes(
-        self, states: PrefixStates, rows: list[tuple[int, list[int]]], *, trim: bool = True
+        self,
+        states: PrefixStates,
+        rows: list[tuple[int, list[int]]],
+        *,
+        trim: bool = True,
+        skip_blocks: bool = True,
     ) -> list[float]:
         """Score ``prefix[g] + suffix`` for each ``(g, suffix)`` row against cached prefix states.
 
         Exact for causal models: the prefix states do not depend on what follows; a suffix
         token sees its own prefix (padding slots of shorter prefixes are masked) and the
         real suffix tokens before it; positions continue from the row's own prefix length.
+        ``skip_blocks``: on CPU, leave out key blocks no query sees (answer_attention.py).
         """
         import torch
         from transformers import DynamicCache
+
+        from .answer_attention import ANSWER_PASS, AnswerPass
 
         ids, lens = self._pad([s for _, s in rows])
         b, width = ids.shape
@@ -292,14 +303,13 @@ class RewardModel:
             trimmed = trim and self.can_trim_last_layer
             # A trimmed pass stops before the final layer: its cached prompt is read directly.
             cache = DynamicCache(kv[:-1] if trimmed else kv)
+            extra = {self._cache_kw: cache}
+            if skip_blocks and self._answer_attention and not self.compiled:
+                extra[ANSWER_PASS] = AnswerPass(start=pmax)
 
             def forward():
                 return self._base(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=pos,
-                    use_cache=True,
-                    **{self._cache_kw: cache},
+                    input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **extra
                 )
 
             if trimmed:

@@ -45,6 +45,9 @@ class ScoringOptions:
     attention_mask: bool | None = None
     # Run the final layer at the scored token only (exact; see last_layer.py).
     trim_last_layer: bool = True
+    # CPU answer passes: leave out the key blocks the causal mask hides from all of a run of
+    # queries (see answer_attention.py).
+    skip_hidden_blocks: bool = True
     # Forward passes run at once, each with an equal share of torch's threads. None: 2 on
     # CPUs with 2+ threads (small passes leave cores idle between and inside their ops;
     # two streams fill them), else 1.
@@ -476,7 +479,9 @@ class Scorer:
     ) -> None:
         """Answers of one pass against their cached prompts (pmax slots each)."""
         out = self._halving(
-            lambda r: self.rm.score_suffixes(states, r, trim=self.trim),
+            lambda r: self.rm.score_suffixes(
+                states, r, trim=self.trim, skip_blocks=self.options.skip_hidden_blocks
+            ),
             [(gi, batch[gi].suffixes[k]) for gi, k in part],
             lambda row: len(row[1]),
             context=pmax,

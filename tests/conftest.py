@@ -32,6 +32,14 @@ def tiny_model(tiny_model_dir: Path):
     return tokenizer, model.eval()
 
 
+@pytest.fixture(scope="session")
+def tok(tiny_model_dir: Path):
+    """The tiny model's tokenizer (for models built in memory around it)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
 @pytest.fixture(scope="module")
 def rm(tiny_model_dir: Path):
     """The tiny model loaded through the CLI's own loader: fp32, CPU."""

@@ -1,9 +1,11 @@
 """Candidates for the scoring tests: best-of-N groups, duplicates, lengths from 1 to 1,000+
-tokens. Shared by test_scoring.py, test_streams.py and conftest.py's reference fixture."""
+tokens. Shared by test_scoring.py, test_streams.py and conftest.py's reference fixture; tiny
+models of several architectures for test_last_layer.py and test_answer_attention.py."""
 
 from __future__ import annotations
 
 TOL = 1e-5
+ARCHS = ["qwen3", "qwen2", "llama", "mistral"]
 
 QUESTIONS = [
     "Write a function add(a, b) that returns a + b.",
@@ -28,3 +30,38 @@ def scoring_pairs() -> list[tuple[str, str]]:
     pairs += [(QUESTIONS[2], make_code(12, 200 + k)) for k in range(5)]
     pairs.append(pairs[-1])
     return pairs
+
+
+def arch_reward_model(arch: str, tok, dtype=None, attn: str = "sdpa", **extra):
+    """A random 2-layer reward model of ``arch`` (see ARCHS) in memory, on CPU."""
+    import torch
+    import transformers as tf
+
+    from codescaler_cli.model import RewardModel
+
+    config_cls, model_cls = {
+        "qwen3": (tf.Qwen3Config, tf.Qwen3ForSequenceClassification),
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForSequenceClassification),
+        "llama": (tf.LlamaConfig, tf.LlamaForSequenceClassification),
+        "mistral": (tf.MistralConfig, tf.MistralForSequenceClassification),
+    }[arch]
+    config = config_cls(
+        vocab_size=-(-len(tok) // 64) * 64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=0.1,
+        pad_token_id=tok.pad_token_id,
+        num_labels=1,
+        **extra,
+    )
+    if arch == "mistral":
+        config.sliding_window = None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = model_cls._from_config(config, attn_implementation=attn)
+    with torch.no_grad():  # scores of a few units, like a trained head
+        model.score.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    return RewardModel(tok, model.to(dtype or torch.float32).eval(), name=arch, revision=None)

@@ -7,50 +7,11 @@ import time
 
 import pytest
 import torch
+from fixtures_scoring import ARCHS, arch_reward_model
 
 from codescaler_cli.last_layer import LastLayer
 from codescaler_cli.model import RewardModel
 from codescaler_cli.scoring import common_prefix_len
-
-ARCHS = ["qwen3", "qwen2", "llama", "mistral"]
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-def _reward_model(arch: str, tok, dtype=torch.float32, **extra) -> RewardModel:
-    import transformers as tf
-
-    config_cls, model_cls = {
-        "qwen3": (tf.Qwen3Config, tf.Qwen3ForSequenceClassification),
-        "qwen2": (tf.Qwen2Config, tf.Qwen2ForSequenceClassification),
-        "llama": (tf.LlamaConfig, tf.LlamaForSequenceClassification),
-        "mistral": (tf.MistralConfig, tf.MistralForSequenceClassification),
-    }[arch]
-    config = config_cls(
-        vocab_size=-(-len(tok) // 64) * 64,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        initializer_range=0.1,
-        pad_token_id=tok.pad_token_id,
-        num_labels=1,
-        **extra,
-    )
-    if arch == "mistral":
-        config.sliding_window = None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = model_cls._from_config(config, attn_implementation="sdpa")
-    with torch.no_grad():  # scores of a few units, like a trained head
-        model.score.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
-    return RewardModel(tok, model.to(dtype).eval(), name=arch, revision=None)
 
 
 def _seqs(rm: RewardModel, question: str, n: int) -> list[list[int]]:
@@ -71,7 +32,7 @@ def _tol(dtype) -> float:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_trimmed_final_layer_gives_the_same_scores(tok, arch, dtype):
-    rm = _reward_model(arch, tok, dtype)
+    rm = arch_reward_model(arch, tok, dtype)
     assert rm.can_trim_last_layer
     seqs = _seqs(rm, "Sum the even numbers of a list.\n" * 3, 6)
     assert len({len(s) for s in seqs}) == len(seqs)  # right padding really happens
@@ -87,7 +48,7 @@ def test_trimmed_final_layer_gives_the_same_scores(tok, arch, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_trimmed_final_layer_with_cached_prompts(tok, arch, dtype):
-    rm = _reward_model(arch, tok, dtype)
+    rm = arch_reward_model(arch, tok, dtype)
     # Two problems whose prompts differ in length: packed passes mask the shorter one's pad.
     groups = [_seqs(rm, "Reverse a string.", 4), _seqs(rm, "Merge two sorted lists.\n" * 4, 4)]
     prefixes, rows, whole = [], [], []
@@ -112,7 +73,7 @@ def test_trimmed_final_layer_with_cached_prompts(tok, arch, dtype):
 
 
 def test_unsupported_final_layers_take_the_full_pass(tok):
-    sliding = _reward_model(
+    sliding = arch_reward_model(
         "qwen3",
         tok,
         use_sliding_window=True,
@@ -124,13 +85,13 @@ def test_unsupported_final_layers_take_the_full_pass(tok):
     seqs = _seqs(sliding, "Count vowels.", 3)
     assert sliding.score_ids(seqs, trim=True) == sliding.score_ids(seqs, trim=False)
 
-    compiled = _reward_model("qwen3", tok)
+    compiled = arch_reward_model("qwen3", tok)
     compiled.compile()  # lazy: nothing compiles until a call
     assert compiled._last is not None and not compiled.can_trim_last_layer
 
 
 def test_the_early_stop_leaves_no_hook_behind(tok):
-    rm = _reward_model("qwen3", tok)
+    rm = arch_reward_model("qwen3", tok)
     layer = rm._base.layers[-1]
     rm.score_ids(_seqs(rm, "Count vowels.", 2))
     assert not layer._forward_pre_hooks
@@ -141,7 +102,7 @@ def test_the_early_stop_leaves_no_hook_behind(tok):
 
 def test_the_early_stop_stops_only_its_own_thread(tok):
     """A trimmed pass in one thread never stops a full pass running in another."""
-    rm = _reward_model("qwen3", tok)
+    rm = arch_reward_model("qwen3", tok)
     seqs = _seqs(rm, "Count vowels.", 3)
     trimmed, full = rm.score_ids(seqs, trim=True), rm.score_ids(seqs, trim=False)
     # Slow the first layer down, so both passes are inside the stack at once.
