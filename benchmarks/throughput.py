@@ -500,7 +500,7 @@ def main() -> None:
     default = dict(max_tokens_per_batch=budget)
     configs = [(ALL, default)]
     if not args.only_default:
-        # The rows before the last two: one stream of passes, every key block computed.
+        # The rows before the last three: one stream of passes, every key block computed.
         one = dict(default, streams=1, skip_hidden_blocks=False)
         configs = [
             (

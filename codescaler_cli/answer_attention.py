@@ -9,8 +9,7 @@ their scores are computed and thrown away.
 
 Here the queries are cut where the kernel's key blocks end, and each run of queries gets
 the keys up to the end of the block it reaches; the kernel still reads the keys in the
-same blocks of 512 from position 0, as the card's path does on the whole sequence (its
-causal mode skips the same blocks). On the benchmark's 8-layer model (prompts about as
+same blocks of 512 from position 0, as the card's path does on the whole sequence. On the benchmark's 8-layer model (prompts about as
 long as answers) it ran 2.6% and 4.3% faster end to end in two A/B runs; 86 of 96 scores
 were bit-identical to the masked pass's and the rest within 5.5e-6, and the largest
 difference to each candidate scored alone went from 5.7e-6 to 4.5e-6.
@@ -38,16 +37,25 @@ ANSWER_PASS = "codescaler_answer_pass"
 KEY_BLOCK = 512
 
 
+Run = tuple[int, int, int, "torch.Tensor"]  # first query, end query, keys, mask slice
+
+
 @dataclass
 class AnswerPass:
     """One answer pass: queries at key positions ``start`` on (each sees no later key).
 
-    The plan (query runs, their key extents and mask slices) is made by the first layer
-    and reused by the others, which get the same mask.
+    The plan (query runs, their key extents and mask slices) is made once per mask: layers
+    of one kind share theirs, while sliding-window and full layers get different masks.
     """
 
     start: int
-    runs: list[tuple[int, int, int, torch.Tensor]] = field(default_factory=list)
+    plans: dict[int, tuple[torch.Tensor, list[Run]]] = field(default_factory=dict)
+
+    def runs(self, mask: torch.Tensor, dtype: torch.dtype, n_queries: int) -> list[Run]:
+        plan = self.plans.get(id(mask))
+        if plan is None or plan[0] is not mask:
+            plan = self.plans[id(mask)] = (mask, _plan(self.start, mask, dtype, n_queries))
+        return plan[1]
 
 
 def query_runs(start: int, n_queries: int, n_keys: int) -> list[tuple[int, int, int]]:
@@ -63,16 +71,16 @@ def query_runs(start: int, n_queries: int, n_keys: int) -> list[tuple[int, int, 
     return runs
 
 
-def _plan(answer: AnswerPass, mask: torch.Tensor, dtype: torch.dtype, n_queries: int) -> None:
+def _plan(start: int, mask: torch.Tensor, dtype: torch.dtype, n_queries: int) -> list[Run]:
     import torch
 
     if mask.dtype == torch.bool:  # as SDPA would convert it, in every layer
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
             ~mask, float("-inf")
         )
-    answer.runs = [
+    return [
         (i, end, keys, mask[:, :, i:end, :keys])
-        for i, end, keys in query_runs(answer.start, n_queries, mask.shape[-1])
+        for i, end, keys in query_runs(start, n_queries, mask.shape[-1])
     ]
 
 
@@ -96,20 +104,23 @@ def _attention(
         or attention_mask.shape[-1] != n_keys
     ):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    if not answer.runs:
-        _plan(answer, attention_mask, query.dtype, n_queries)
     outs = [
         sdpa_attention_forward(
             module, query[:, :, i:end], key[:, :, :keys], value[:, :, :keys], mask, **kwargs
         )[0]
-        for i, end, keys, mask in answer.runs
+        for i, end, keys, mask in answer.runs(attention_mask, query.dtype, n_queries)
     ]
     # SDPA's outputs are (batch, queries, heads, dim).
     return (outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)), None
 
 
 def install(model: Any) -> bool:
-    """Route ``model`` (on CPU, SDPA attention) through the wrapper; True if it was."""
+    """Route ``model`` (on CPU, SDPA attention) through the wrapper; True if it now is.
+
+    This changes the model object in place (``config._attn_implementation`` names the
+    wrapper; saved configs do not keep it). A model pickled whole needs this module's
+    ``install`` in the process that loads it.
+    """
     import torch
 
     if next(model.parameters()).device.type != "cpu":
@@ -124,4 +135,6 @@ def install(model: Any) -> bool:
     AttentionInterface.register(NAME, _attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     model.set_attn_implementation(NAME)
-    return True
+    # Models whose attention does not dispatch through transformers keep their own (with a
+    # warning): the answer passes must not send them the keyword argument then.
+    return model.config._attn_implementation == NAME

@@ -239,20 +239,24 @@ class RewardModel:
 
         ids, lens = self._pad(prefixes)
         self._count(ids)
+        # Every layer keeps every prompt position, sliding-window layers too (a cache built
+        # from the config would keep only their window): the answer passes read the cache
+        # without a config, and their masks apply the windows.
+        cache = DynamicCache()
+
+        def forward():
+            return self._base(input_ids=ids, use_cache=True, **{self._cache_kw: cache})
+
         with torch.inference_mode():
             if trim and self.can_trim_last_layer:
                 # The final layer of a prompt is only ever read as keys and values.
                 last = self._last
-                cache = DynamicCache(config=self.model.config)
-                hidden, kw = last.run_to_input(
-                    lambda: self._base(input_ids=ids, use_cache=True, **{self._cache_kw: cache})
-                )
+                hidden, kw = last.run_to_input(forward)
                 _, k, v = last.keys_values(hidden, kw["position_embeddings"])
                 n = len(self._base.layers)
                 kv = [(layer.keys, layer.values) for layer in cache.layers[: n - 1]] + [(k, v)]
             else:
-                out = self._base(input_ids=ids, use_cache=True)
-                cache = out.cache if hasattr(out, "cache") else out.past_key_values
+                forward()
                 kv = [(layer.keys, layer.values) for layer in cache.layers]
         return PrefixStates(kv, [len(p) for p in prefixes], lens)
 
@@ -269,7 +273,8 @@ class RewardModel:
         Exact for causal models: the prefix states do not depend on what follows; a suffix
         token sees its own prefix (padding slots of shorter prefixes are masked) and the
         real suffix tokens before it; positions continue from the row's own prefix length.
-        ``skip_blocks``: on CPU, leave out key blocks no query sees (answer_attention.py).
+        ``skip_blocks``: on CPU, leave out the key blocks no query of a run sees
+        (answer_attention.py).
         """
         import torch
         from transformers import DynamicCache

@@ -46,7 +46,7 @@ class ScoringOptions:
     # Run the final layer at the scored token only (exact; see last_layer.py).
     trim_last_layer: bool = True
     # CPU answer passes: leave out the key blocks the causal mask hides from all of a run of
-    # queries (see answer_attention.py).
+    # queries (see answer_attention.py; off, its wrapper passes every call to SDPA as is).
     skip_hidden_blocks: bool = True
     # Forward passes run at once, each with an equal share of torch's threads. None: 2 on
     # CPUs with 2+ threads (small passes leave cores idle between and inside their ops;

@@ -126,3 +126,52 @@ def test_scorer_option_and_other_models(rm, tok, sdpa_calls):
     states = eager.prefix_states([seqs[0][:p]])
     got = eager.score_suffixes(states, [(0, s[p:]) for s in seqs])
     assert _max_diff(got, [eager.score_ids([s], trim=False)[0] for s in seqs]) <= TOL
+
+
+@pytest.mark.parametrize(
+    "types", [("full_attention", "sliding_attention"), ("sliding_attention", "full_attention")]
+)
+@pytest.mark.parametrize("window", [600, 32])
+def test_sliding_window_layers(tok, types, window, sdpa_calls):
+    """Layers of two kinds get two masks: each is cut by its own. A window shorter than the
+    prompt: the cached prompt keeps every position, the answers' masks apply the window."""
+    rm = arch_reward_model(
+        "qwen3",
+        tok,
+        use_sliding_window=True,
+        sliding_window=window,
+        max_window_layers=1,
+        layer_types=list(types),
+    )
+    assert rm._answer_attention
+    codes = [make_code(n, n) for n in LINES]
+    seqs, p = _group(rm)
+    alone = [rm.score_ids([s], trim=False)[0] for s in seqs]
+    assert max(alone) - min(alone) > 0.05
+    for skip in (True, False):
+        sdpa_calls.clear()
+        scorer = Scorer(rm, ScoringOptions(skip_hidden_blocks=skip))
+        assert _max_diff(scorer.score_pairs([QUESTION] * len(codes), codes).score, alone) <= TOL
+        assert scorer.stats.prefix_groups == 1
+        assert ((KEY_BLOCK - p, KEY_BLOCK) in sdpa_calls) == skip
+
+
+def test_models_that_refuse_the_wrapper_get_no_keyword(tok, monkeypatch):
+    """A model whose attention does not dispatch through transformers keeps its own (it
+    only logs a warning): install says so, and answer passes send it nothing extra."""
+    import transformers as tf
+
+    monkeypatch.setattr(tf.Qwen3ForSequenceClassification, "set_attn_implementation", _noop)
+    rm = arch_reward_model("qwen3", tok)
+    assert rm.model.config._attn_implementation == "sdpa" and not rm._answer_attention
+    seen: list[dict] = []
+    real = rm._base.forward
+    monkeypatch.setattr(rm._base, "forward", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    seqs, p = _group(rm)
+    got = rm.score_suffixes(rm.prefix_states([seqs[0][:p]]), [(0, s[p:]) for s in seqs])
+    assert _max_diff(got, [rm.score_ids([s], trim=False)[0] for s in seqs]) <= TOL
+    assert seen and not any(key.startswith("codescaler") for kw in seen for key in kw)
+
+
+def _noop(*_args, **_kwargs) -> None:
+    return None
