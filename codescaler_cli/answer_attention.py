@@ -52,10 +52,10 @@ class AnswerPass:
     plans: dict[int, tuple[torch.Tensor, list[Run]]] = field(default_factory=dict)
 
     def runs(self, mask: torch.Tensor, dtype: torch.dtype, n_queries: int) -> list[Run]:
-        plan = self.plans.get(id(mask))
-        if plan is None or plan[0] is not mask:
-            plan = self.plans[id(mask)] = (mask, _plan(self.start, mask, dtype, n_queries))
-        return plan[1]
+        # Keyed by id: the plan holds its mask, so no other mask can take that id meanwhile.
+        if id(mask) not in self.plans:
+            self.plans[id(mask)] = (mask, _plan(self.start, mask, dtype, n_queries))
+        return self.plans[id(mask)][1]
 
 
 def query_runs(start: int, n_queries: int, n_keys: int) -> list[tuple[int, int, int]]:

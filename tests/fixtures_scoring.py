@@ -7,6 +7,14 @@ from __future__ import annotations
 TOL = 1e-5
 ARCHS = ["qwen3", "qwen2", "llama", "mistral"]
 
+
+def tol(dtype) -> float:
+    """float64 checks the algebra (scores agree to double rounding); float32 the 1e-5 standard."""
+    import torch
+
+    return 1e-9 if dtype == torch.float64 else TOL
+
+
 QUESTIONS = [
     "Write a function add(a, b) that returns a + b.",
     "Given a list of integers, return the sum of the even ones.\n" * 12,

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 import torch
-from fixtures_scoring import ARCHS, TOL, arch_reward_model, make_code
+from fixtures_scoring import ARCHS, TOL, arch_reward_model, make_code, tol
 
 from codescaler_cli.answer_attention import KEY_BLOCK, NAME, query_runs
 from codescaler_cli.scoring import Scorer, ScoringOptions, common_prefix_len
@@ -15,10 +15,6 @@ from codescaler_cli.scoring import Scorer, ScoringOptions, common_prefix_len
 # second and third key blocks.
 QUESTION = "Sum the even numbers of a list, then print it.\n" * 25
 LINES = (1, 5, 15, 40)
-
-
-def _tol(dtype) -> float:
-    return 1e-9 if dtype == torch.float64 else TOL
 
 
 def _max_diff(a: list[float], b: list[float]) -> float:
@@ -80,8 +76,8 @@ def test_answers_across_key_blocks_score_as_alone(tok, arch, dtype, sdpa_calls):
                 rm.score_suffixes(states, [r], trim=trim, skip_blocks=skip)[0] for r in rows
             ]
             together = rm.score_suffixes(states, rows, trim=trim, skip_blocks=skip)
-            assert _max_diff(one_each, alone) <= _tol(dtype)
-            assert _max_diff(together, alone) <= _tol(dtype)
+            assert _max_diff(one_each, alone) <= tol(dtype)
+            assert _max_diff(together, alone) <= tol(dtype)
             # The longest answer's queries before key 512 read one block, those up to 1024 two.
             assert ((KEY_BLOCK - p, KEY_BLOCK) in sdpa_calls) == skip
             assert ((KEY_BLOCK, 2 * KEY_BLOCK) in sdpa_calls) == skip
@@ -102,7 +98,7 @@ def test_packed_prompts_of_two_lengths(tok, dtype, sdpa_calls):
     for trim in (True, False):
         sdpa_calls.clear()
         got = rm.score_suffixes(states, rows, trim=trim)
-        assert _max_diff(got, alone) <= _tol(dtype)
+        assert _max_diff(got, alone) <= tol(dtype)
         assert (KEY_BLOCK - pmax, KEY_BLOCK) in sdpa_calls
 
 
@@ -161,7 +157,9 @@ def test_models_that_refuse_the_wrapper_get_no_keyword(tok, monkeypatch):
     only logs a warning): install says so, and answer passes send it nothing extra."""
     import transformers as tf
 
-    monkeypatch.setattr(tf.Qwen3ForSequenceClassification, "set_attn_implementation", _noop)
+    monkeypatch.setattr(
+        tf.Qwen3ForSequenceClassification, "set_attn_implementation", lambda *_: None
+    )
     rm = arch_reward_model("qwen3", tok)
     assert rm.model.config._attn_implementation == "sdpa" and not rm._answer_attention
     seen: list[dict] = []
@@ -171,7 +169,3 @@ def test_models_that_refuse_the_wrapper_get_no_keyword(tok, monkeypatch):
     got = rm.score_suffixes(rm.prefix_states([seqs[0][:p]]), [(0, s[p:]) for s in seqs])
     assert _max_diff(got, [rm.score_ids([s], trim=False)[0] for s in seqs]) <= TOL
     assert seen and not any(key.startswith("codescaler") for kw in seen for key in kw)
-
-
-def _noop(*_args, **_kwargs) -> None:
-    return None

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from fixtures_scoring import ARCHS, arch_reward_model
+from fixtures_scoring import ARCHS, arch_reward_model, tol
 
 from codescaler_cli.last_layer import LastLayer
 from codescaler_cli.model import RewardModel
@@ -24,11 +24,6 @@ def _seqs(rm: RewardModel, question: str, n: int) -> list[list[int]]:
     return rm.encode([rm.render(question, c) for c in codes])
 
 
-def _tol(dtype) -> float:
-    # float64 checks the algebra (scores agree to double rounding); float32 the 1e-5 standard.
-    return 1e-9 if dtype == torch.float64 else 1e-5
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_trimmed_final_layer_gives_the_same_scores(tok, arch, dtype):
@@ -40,9 +35,9 @@ def test_trimmed_final_layer_gives_the_same_scores(tok, arch, dtype):
         full = rm.score_ids(seqs, attention_mask=mask, trim=False)
         trimmed = rm.score_ids(seqs, attention_mask=mask, trim=True)
         assert max(full) - min(full) > 0.05  # the candidates really score differently
-        assert max(abs(a - b) for a, b in zip(full, trimmed, strict=True)) <= _tol(dtype)
+        assert max(abs(a - b) for a, b in zip(full, trimmed, strict=True)) <= tol(dtype)
     alone = [rm.score_ids([s], trim=True)[0] for s in seqs]
-    assert max(abs(a - b) for a, b in zip(full, alone, strict=True)) <= _tol(dtype)
+    assert max(abs(a - b) for a, b in zip(full, alone, strict=True)) <= tol(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -62,14 +57,14 @@ def test_trimmed_final_layer_with_cached_prompts(tok, arch, dtype):
     full_states = rm.prefix_states(prefixes, trim=False)
     trimmed_states = rm.prefix_states(prefixes, trim=True)
     for (k1, v1), (k2, v2) in zip(full_states.kv, trimmed_states.kv, strict=True):
-        assert torch.allclose(k1, k2, atol=_tol(dtype)) and torch.allclose(v1, v2, atol=_tol(dtype))
+        assert torch.allclose(k1, k2, atol=tol(dtype)) and torch.allclose(v1, v2, atol=tol(dtype))
     for states in (full_states, trimmed_states):
         packed = rm.score_suffixes(states, rows, trim=True)
         one_group = rm.score_suffixes(states, rows[4:], trim=True)
         untrimmed = rm.score_suffixes(states, rows, trim=False)
         for got in (packed, one_group, untrimmed):
             want = reference[-len(got) :]
-            assert max(abs(a - b) for a, b in zip(got, want, strict=True)) <= _tol(dtype)
+            assert max(abs(a - b) for a, b in zip(got, want, strict=True)) <= tol(dtype)
 
 
 def test_unsupported_final_layers_take_the_full_pass(tok):
