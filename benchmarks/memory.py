@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=10_000)
     args = ap.parse_args()
 
-    from codescaler_cli.testing import build_tiny_reward_model
+    from codescaler_cli.tiny_model import build_tiny_reward_model
 
     print("| rows | input MB | chunk size | peak RSS (MiB) | seconds | rows/s |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -28,7 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# The package, and the model card's reference scoring from the tests' support code.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 PROFILES = {
     # name: model shape, token-length ranges (prompt, answer), default problems x N
@@ -284,9 +286,11 @@ def baseline(
 
 
 def pipeline_run(rm, records: list[dict], name: str, device: str, ref: list[float] | None, **opts):
-    from codescaler_cli.io import Chunk
-    from codescaler_cli.pipeline import Fields, PipelineOptions, process_chunk
-    from codescaler_cli.scoring import Scorer, ScoringOptions
+    from codescaler_cli.config import RowOptions, ScoringOptions
+    from codescaler_cli.fields import Fields
+    from codescaler_cli.io.readers import Chunk
+    from codescaler_cli.scoring.scorer import Scorer
+    from codescaler_cli.stages import process_chunk
 
     scorer = Scorer(rm, ScoringOptions(**opts))
     rm.forward_tokens = 0
@@ -297,7 +301,7 @@ def pipeline_run(rm, records: list[dict], name: str, device: str, ref: list[floa
     chunk = Chunk(0, records, [str(i) for i in range(len(records))])
     sync(device)
     t0 = time.perf_counter()
-    result = process_chunk(chunk, Fields("question", "response"), PipelineOptions(), scorer)
+    result = process_chunk(chunk, Fields("question", "response"), RowOptions(), scorer)
     sync(device)
     dt = time.perf_counter() - t0
     scores = result.table.column("score").to_pylist()
@@ -320,9 +324,9 @@ def f64_check(rm, pairs: list[tuple[str, str]], device: str) -> float:
     both in float64: what is left is double rounding, so any real error would show."""
     import copy
 
-    from codescaler_cli.model import RewardModel
-    from codescaler_cli.scoring import Scorer
-    from codescaler_cli.testing import model_card_scores
+    from codescaler_cli.model.reward_model import RewardModel
+    from codescaler_cli.scoring.scorer import Scorer
+    from support.reference import model_card_scores
 
     rm64 = RewardModel(rm.tokenizer, copy.deepcopy(rm.model).double(), name="f64", revision=None)
     alone = model_card_scores(rm64.model, rm64.tokenizer, pairs, max_length=4096, device=device)
@@ -351,8 +355,10 @@ def load_model(profile: str, device: str, dtype: str, workdir: Path, tokenizer_d
     """Tiny/mid: built, saved and loaded through the CLI's own loader. 1.7B: random weights in memory."""
     import torch
 
-    from codescaler_cli.model import ModelOptions, RewardModel, load_reward_model
-    from codescaler_cli.testing import build_tiny_reward_model, build_tokenizer
+    from codescaler_cli.config import ModelOptions
+    from codescaler_cli.model.load import load_reward_model
+    from codescaler_cli.model.reward_model import RewardModel
+    from codescaler_cli.tiny_model import build_tiny_reward_model, build_tokenizer
 
     spec = {
         k: v for k, v in PROFILES[profile].items() if k not in ("prompt", "answer", "problems", "n")
@@ -393,10 +399,10 @@ def load_model(profile: str, device: str, dtype: str, workdir: Path, tokenizer_d
 
 def ray_rows(args, records: list[dict], workdir: Path) -> None:
     """End-to-end runs (start-up and model loading included) of both engines on one file."""
-    from codescaler_cli.io import resolve_inputs
-    from codescaler_cli.model import ModelOptions
-    from codescaler_cli.ray_engine import bench_ray
-    from codescaler_cli.runner import RunConfig, run_job
+    from codescaler_cli.config import ModelOptions, RayOptions, RunOptions
+    from codescaler_cli.engines.loop import run
+    from codescaler_cli.engines.ray.engine import RayEngine
+    from codescaler_cli.io.inputs import resolve_inputs
 
     src = workdir / "records.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -405,13 +411,15 @@ def ray_rows(args, records: list[dict], workdir: Path) -> None:
     # Chunks small enough that every worker gets several.
     chunk = max(1, len(records) // (4 * args.ray))
 
-    def cfg(name: str) -> RunConfig:
-        return RunConfig(output=str(workdir / name), model=model, chunk_size=chunk)
+    def opts(name: str) -> RunOptions:
+        return RunOptions(output=str(workdir / name), model=model, chunk_size=chunk)
 
     t0 = time.perf_counter()
-    run_job(specs, cfg("local.parquet"))
+    run(specs, opts("local.parquet"))
     local = len(records) / (time.perf_counter() - t0)
-    ray = bench_ray(specs, cfg("ray.parquet"), num_workers=args.ray)
+    ray_opts = opts("ray.parquet")
+    summary = run(specs, ray_opts, RayEngine(ray_opts, RayOptions(num_workers=args.ray)))
+    ray = summary.rows_per_second
     print(f"\n| engine (end to end, {len(records)} candidates, chunks of {chunk}) | cand/s |")
     print("| --- | --- |")
     print(f"| local | {local:,.2f} |")
@@ -465,8 +473,8 @@ def main() -> None:
     workdir = tempfile.TemporaryDirectory()
     rm = load_model(args.profile, args.device, args.dtype, Path(workdir.name), args.tokenizer_dir)
     from codescaler_cli.extract import extract_code
-    from codescaler_cli.scoring import common_prefix_len
-    from codescaler_cli.testing import model_card_scores
+    from codescaler_cli.scoring.plan import common_prefix_len
+    from support.reference import model_card_scores
 
     pairs = [(r["question"], extract_code(r["response"]).code) for r in records]
     ids = rm.encode([rm.render(q, c) for q, c in pairs])

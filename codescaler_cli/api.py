@@ -1,14 +1,28 @@
-"""Python API for notebooks and RL loops: score records in memory."""
+"""Python API for notebooks and RL loops: score and rerank records in memory."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .io import Chunk
-from .model import DEFAULT_MAX_LENGTH, ModelOptions, RewardModel, default_model, load_reward_model
-from .pipeline import PipelineOptions, first_fields, process_chunk
-from .scoring import Scorer, ScoringOptions
+from .config import (
+    DEFAULT_MAX_LENGTH,
+    ExtractMode,
+    ModelOptions,
+    OnBadRow,
+    RankBy,
+    RowOptions,
+    ScoringOptions,
+    Shaping,
+    default_model,
+)
+from .fields import GROUP_FIELDS, QUESTION_FIELDS, detect_fields, pick_field, record_columns
+from .io.readers import Chunk
+from .model.reward_model import RewardModel
+from .rank import rank_table
+from .scoring.scorer import Scorer
+from .stages import process_chunk
+from .tables import looks_scored
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -27,14 +41,17 @@ def load_model(
     cache: bool = True,
 ) -> RewardModel:
     """Load (once per process, unless ``cache=False``) a reward model for scoring."""
+    from .model.load import load_reward_model
+
     opts = ModelOptions(
         model=model or default_model(),
         revision=revision,
         device=device,
-        dtype=dtype,
+        dtype=dtype,  # type: ignore[arg-type]
         trust_remote_code=trust_remote_code,
         allow_pickle_weights=allow_pickle_weights,
     )
+    opts.validate()
     if cache and opts in _MODELS:
         return _MODELS[opts]
     rm = load_reward_model(opts)
@@ -71,6 +88,21 @@ def score_records(
     """
     import pyarrow as pa
 
+    rows_opts = RowOptions(
+        question_field=question_field,
+        response_field=response_field,
+        extract=ExtractMode(extract),
+        shaping=Shaping(shaping),
+    )
+    scoring = ScoringOptions(
+        max_length=max_length,
+        max_tokens_per_batch=max_tokens_per_batch,
+        dedup=dedup,
+        prefix_reuse=prefix_reuse,
+        streams=streams,
+    )
+    scoring.validate()
+    bad_rows = OnBadRow(on_bad_row)
     as_table = isinstance(records, pa.Table)
     rows = records.to_pylist() if as_table else list(records)
     if not rows:
@@ -80,24 +112,40 @@ def score_records(
         if isinstance(model, RewardModel)
         else load_model(model, revision=revision, device=device, dtype=dtype)
     )
-    popts = PipelineOptions(
-        question_field=question_field,
-        response_field=response_field,
-        extract_mode=extract,
-        shaping=shaping,
-        max_length=max_length,
-    )
     chunk = Chunk(0, rows, [f"record {i}" for i in range(len(rows))])
-    fields = first_fields(chunk, popts, "records")
-    scorer = Scorer(
-        rm,
-        ScoringOptions(
-            max_length=max_length,
-            max_tokens_per_batch=max_tokens_per_batch,
-            dedup=dedup,
-            prefix_reuse=prefix_reuse,
-            streams=streams,
-        ),
-    )
-    result = process_chunk(chunk, fields, popts, scorer, on_bad_row=on_bad_row)
+    fields = detect_fields(record_columns(rows), question_field, response_field, "records")
+    result = process_chunk(chunk, fields, rows_opts, Scorer(rm, scoring), bad_rows)
     return result.table if as_table else result.table.to_pylist()
+
+
+def rerank(
+    records: Sequence[dict[str, Any]] | pa.Table,
+    *,
+    top_k: int = 1,
+    by: str = "reward",
+    group_field: str | None = None,
+    question_field: str | None = None,
+    model: Any = None,
+    rescore: bool = False,
+    **score_kwargs: Any,
+) -> list[dict[str, Any]] | pa.Table:
+    """Keep the best ``top_k`` candidates per problem (0 keeps all, ranked).
+
+    Rows that already carry ``score``/``reward``/``code_valid`` (output of ``score``) are
+    ranked as they are, without loading a model, unless ``rescore`` is set.
+    """
+    import pyarrow as pa
+
+    as_table = isinstance(records, pa.Table)
+    table = records if as_table else pa.Table.from_pylist(list(records))
+    if table.num_rows == 0:
+        return records
+    if rescore or not looks_scored(table.column_names):
+        table = score_records(table, model, question_field=question_field, **score_kwargs)
+    cols = table.column_names
+    gcol = pick_field(cols, group_field, GROUP_FIELDS, "group", "--group-field", None, False)
+    if gcol is None:
+        qf = pick_field(cols, question_field, QUESTION_FIELDS, "question", "question_field")
+        gcol = qf
+    out, _ = rank_table(table, gcol, top_k, RankBy(by))
+    return out if as_table else out.to_pylist()

@@ -12,14 +12,13 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
+from .config import RankBy
+from .errors import InputError, UsageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-GROUP_FIELDS = ("problem_id", "task_id", "question_id", "prompt_id", "problem_idx")
-LABEL_FIELDS = ("passed", "correct", "label", "is_correct", "pass")
-RANK_BY = ("reward", "score")
+RANK_BY = tuple(b.value for b in RankBy)
 
 
 def _key(value: float | None) -> float:
@@ -29,10 +28,11 @@ def _key(value: float | None) -> float:
 
 
 def group_order(groups: Sequence[Hashable]) -> dict[Hashable, list[int]]:
-    """Row indices per group, groups in order of first appearance."""
+    """Row indices per group, groups in order of first appearance. Groups are exact values:
+    ``1``, ``1.0``, ``True`` and ``"1"`` are four groups."""
     out: dict[Hashable, list[int]] = {}
     for i, g in enumerate(groups):
-        out.setdefault(g, []).append(i)
+        out.setdefault((type(g), g), []).append(i)
     return out
 
 
@@ -68,7 +68,8 @@ def select(groups: Sequence[Hashable], rank: Sequence[int], top_k: int | None) -
 
 
 def parse_label(value: Any, location: str) -> bool | None:
-    """Labels may be booleans, 0/1 numbers, or 'true'/'false' strings; null is unknown."""
+    """Labels may be booleans, 0/1 numbers, or 'true'/'false' strings; null is unknown.
+    ``location`` names the row in error messages."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -77,7 +78,7 @@ def parse_label(value: Any, location: str) -> bool | None:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "0", "1"):
         return value.strip().lower() in ("true", "1")
-    raise UsageError(f"{location}: label {value!r} is not a boolean or 0/1")
+    raise InputError(f"{location}: label {value!r} is not a boolean, 0/1 or 'true'/'false'")
 
 
 @dataclass
@@ -144,9 +145,9 @@ def selection_metrics(
         labelled=labels is not None,
     )
     top1s, randoms, oracles = [], [], []
-    for g, members in group_order(groups).items():
+    for members in group_order(groups).values():
         best = min(members, key=lambda i: rank[i])
-        gm = GroupMetrics(str(g), len(members), rewards[best])
+        gm = GroupMetrics(str(groups[best]), len(members), rewards[best])
         if labels is not None:
             known = [labels[i] for i in members if labels[i] is not None]
             if known:
@@ -207,11 +208,16 @@ def rank_table(
     group_column: str,
     top_k: int | None,
     by: str = "reward",
-) -> pa.Table:
-    """Add ``rank`` and ``group_size`` and keep the top K rows per group (all when K is 0/None)."""
+    groups: Sequence[Hashable] | None = None,
+) -> tuple[pa.Table, list[int]]:
+    """Add ``rank`` and ``group_size`` and keep the top K rows per group (all when K is 0/None).
+
+    ``groups``: the rows' group values (default: the column's); returns the rows kept too.
+    """
     import pyarrow as pa
 
-    groups = table.column(group_column).to_pylist()
+    if groups is None:
+        groups = table.column(group_column).to_pylist()
     rewards = table.column("reward").to_pylist()
     scores = table.column("score").to_pylist()
     rank, size = rank_within_groups(groups, rewards, scores, by)
@@ -221,68 +227,5 @@ def rank_table(
         if name in out.column_names:
             out = out.drop_columns([name])
     out = out.append_column("rank", pa.array([rank[i] for i in keep], pa.int32()))
-    return out.append_column("group_size", pa.array([size[i] for i in keep], pa.int32()))
-
-
-def detect_group_field(
-    columns: Sequence[str], explicit: str | None, question_field: str | None
-) -> str | None:
-    if explicit:
-        if explicit not in columns:
-            raise UsageError(
-                f"group field {explicit!r} not found; available columns: {', '.join(columns)}"
-            )
-        return explicit
-    for name in GROUP_FIELDS:
-        if name in columns:
-            return name
-    return question_field
-
-
-def detect_label_field(columns: Sequence[str], explicit: str | None) -> str | None:
-    if explicit:
-        if explicit not in columns:
-            raise UsageError(
-                f"label field {explicit!r} not found; available columns: {', '.join(columns)}"
-            )
-        return explicit
-    return next((n for n in LABEL_FIELDS if n in columns), None)
-
-
-def rerank(
-    records: Sequence[dict[str, Any]] | pa.Table,
-    *,
-    top_k: int = 1,
-    by: str = "reward",
-    group_field: str | None = None,
-    question_field: str | None = None,
-    model: Any = None,
-    rescore: bool = False,
-    **score_kwargs: Any,
-) -> list[dict[str, Any]] | pa.Table:
-    """Keep the best ``top_k`` candidates per problem (0 keeps all, ranked).
-
-    Rows that already carry ``score``/``reward``/``code_valid`` (output of ``score``) are
-    ranked as they are, without loading a model, unless ``rescore`` is set.
-    """
-    import pyarrow as pa
-
-    from .pipeline import QUESTION_FIELDS, detect_fields, looks_scored
-
-    as_table = isinstance(records, pa.Table)
-    table = records if as_table else pa.Table.from_pylist(list(records))
-    if table.num_rows == 0:
-        return records
-    if rescore or not looks_scored(table.column_names):
-        from .api import score_records
-
-        table = score_records(table, model, question_field=question_field, **score_kwargs)
-    if question_field is None:
-        qf = next((n for n in QUESTION_FIELDS if n in table.column_names), None)
-        if qf is None:
-            qf = detect_fields(table.column_names, None, None, "records").question
-    else:
-        qf = question_field
-    gcol = detect_group_field(table.column_names, group_field, qf)
-    out = rank_table(table, gcol, top_k, by)
-    return out if as_table else out.to_pylist()
+    out = out.append_column("group_size", pa.array([size[i] for i in keep], pa.int32()))
+    return out, keep

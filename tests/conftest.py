@@ -16,7 +16,7 @@ if _REPO_ROOT not in sys.path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Default tiny reward model (BPE tokenizer, 2 layers, fp32 safetensors) saved on disk."""
-    from codescaler_cli.testing import build_tiny_reward_model
+    from codescaler_cli.tiny_model import build_tiny_reward_model
 
     return build_tiny_reward_model(tmp_path_factory.mktemp("tiny_model"))
 
@@ -43,7 +43,8 @@ def tok(tiny_model_dir: Path):
 @pytest.fixture(scope="module")
 def rm(tiny_model_dir: Path):
     """The tiny model loaded through the CLI's own loader: fp32, CPU."""
-    from codescaler_cli.model import ModelOptions, load_reward_model
+    from codescaler_cli.config import ModelOptions
+    from codescaler_cli.model.load import load_reward_model
 
     return load_reward_model(ModelOptions(model=str(tiny_model_dir), device="cpu", dtype="float32"))
 
@@ -51,9 +52,8 @@ def rm(tiny_model_dir: Path):
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir: Path) -> list[float]:
     """The model card's path on each of fixtures_scoring's candidates alone, fp32."""
-    from fixtures_scoring import scoring_pairs
-
-    from codescaler_cli.testing import model_card_scores
+    from support.reference import model_card_scores
+    from support.scoring import scoring_pairs
 
     return model_card_scores(
         str(tiny_model_dir), pairs=scoring_pairs(), batch=False, max_length=4096

@@ -6,10 +6,12 @@ import itertools
 
 import pytest
 import torch
-from fixtures_scoring import ARCHS, TOL, arch_reward_model, make_code, tol
 
-from codescaler_cli.answer_attention import KEY_BLOCK, NAME, query_runs
-from codescaler_cli.scoring import Scorer, ScoringOptions, common_prefix_len
+from codescaler_cli.config import ScoringOptions
+from codescaler_cli.model.answer_attention import KEY_BLOCK, NAME, query_runs
+from codescaler_cli.scoring.plan import common_prefix_len
+from codescaler_cli.scoring.scorer import Scorer
+from support.scoring import ARCHS, TOL, arch_reward_model, make_code, tol
 
 # A prompt of ~420 tokens and answers of ~20 to ~720: the candidates end in the first,
 # second and third key blocks.

@@ -1,6 +1,6 @@
 import pytest
 
-from codescaler_cli.batching import padding_stats, plan_batches, split_batch
+from codescaler_cli.scoring.plan import padding_stats, plan_batches, split_batch
 
 
 def test_every_index_once_and_budget_respected():

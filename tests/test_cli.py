@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from codescaler_cli import __version__
 from codescaler_cli.cli import app
 from codescaler_cli.extract import extract_code
-from codescaler_cli.testing import model_card_scores
+from support.reference import model_card_scores
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -160,16 +160,16 @@ def test_token_budget_does_not_change_scores(scored, tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("streams", ["1", "3"])
 def test_streams_do_not_change_scores(scored, tiny_model_dir, tmp_path, streams, monkeypatch):
-    from codescaler_cli.scoring import Scorer
+    from codescaler_cli.scoring.scorer import Scorer
 
     used = []
-    run_jobs = Scorer._run_jobs
+    streams_of = Scorer._streams
 
-    def record(self, *args):
-        used.append(self._streams())
-        return run_jobs(self, *args)
+    def record(self):
+        used.append(streams_of(self))
+        return used[-1]
 
-    monkeypatch.setattr(Scorer, "_run_jobs", record)
+    monkeypatch.setattr(Scorer, "_streams", record)
     base = pq.read_table(scored).column("score").to_pylist()
     out = tmp_path / "s.parquet"
     common = ["--model", str(tiny_model_dir), "--device", "cpu", "-q"]

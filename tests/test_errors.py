@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from codescaler_cli.cli import app
-from codescaler_cli.testing import build_tiny_reward_model
+from codescaler_cli.tiny_model import build_tiny_reward_model
 
 runner = CliRunner()
 GOOD = {
@@ -376,7 +376,7 @@ def test_causal_lm_without_score_head_is_refused(tmp_path):
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from codescaler_cli.testing import build_tokenizer
+    from codescaler_cli.tiny_model import build_tokenizer
 
     tok = build_tokenizer()
     cfg = Qwen3Config(

@@ -13,12 +13,12 @@ import warnings
 from pathlib import Path
 
 import pytest
-from fixtures_extract import ADD, ADD_BLOCK, CASES, Case  # tests/ is on sys.path under pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codescaler_cli import extract as extract_module
 from codescaler_cli.extract import EXTRACT_MODES, Extraction, extract_code, is_valid_python
+from support.extract_cases import ADD, ADD_BLOCK, CASES, Case  # tests/ is on sys.path under pytest
 
 METHODS = re.compile(r"fence:[^\s]*|unfenced|span|verbatim|none")
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "responses.jsonl"

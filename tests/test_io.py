@@ -11,11 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from codescaler_cli.checkpoint import conform, unify
 from codescaler_cli.cli import app
 from codescaler_cli.errors import InputError, UsageError
-from codescaler_cli.io import fingerprint_inputs, iter_chunks, resolve_inputs
-from codescaler_cli.pipeline import records_to_table
+from codescaler_cli.io.checkpoint import conform, unify
+from codescaler_cli.io.inputs import fingerprint_inputs, resolve_inputs
+from codescaler_cli.io.readers import iter_chunks
+from codescaler_cli.tables import records_to_table
 
 runner = CliRunner()
 

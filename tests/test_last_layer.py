@@ -7,11 +7,11 @@ import time
 
 import pytest
 import torch
-from fixtures_scoring import ARCHS, arch_reward_model, tol
 
-from codescaler_cli.last_layer import LastLayer
-from codescaler_cli.model import RewardModel
-from codescaler_cli.scoring import common_prefix_len
+from codescaler_cli.model.last_layer import LastLayer
+from codescaler_cli.model.reward_model import RewardModel
+from codescaler_cli.scoring.plan import common_prefix_len
+from support.scoring import ARCHS, arch_reward_model, tol
 
 
 def _seqs(rm: RewardModel, question: str, n: int) -> list[list[int]]:

@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from codescaler_cli.pipeline import RunSummary
-from codescaler_cli.progress import RichProgress, print_summary
+from codescaler_cli.cli.display import RichProgress, print_summary
+from codescaler_cli.progress import RunSummary
 
 
 def _console(tty: bool) -> tuple[Console, io.StringIO]:

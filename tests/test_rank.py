@@ -13,14 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from codescaler_cli.api import rerank
 from codescaler_cli.cli import app
-from codescaler_cli.errors import UsageError
+from codescaler_cli.errors import InputError, UsageError
 from codescaler_cli.rank import (
     pair_accuracy,
     parse_label,
     rank_table,
     rank_within_groups,
-    rerank,
     select,
     selection_metrics,
 )
@@ -69,7 +69,8 @@ def test_select_top_k_larger_than_group_and_order():
 
 def test_rank_table_adds_columns_and_groups_of_one():
     t = pa.table({"pid": ["p", "q", "p"], "reward": [0.1, 0.0, 0.9], "score": [-2.0, 0.3, 2.0]})
-    out = rank_table(t, "pid", 1)
+    out, kept = rank_table(t, "pid", 1)
+    assert kept == [2, 1]
     assert out.column("pid").to_pylist() == ["p", "q"]
     assert out.column("reward").to_pylist() == [0.9, 0.0]
     assert out.column("rank").to_pylist() == [1, 1]
@@ -85,7 +86,7 @@ def test_parse_label(value, expected):
 
 
 def test_parse_label_rejects_other_values():
-    with pytest.raises(UsageError, match="not a boolean"):
+    with pytest.raises(InputError, match="not a boolean"):
         parse_label(2, "row 3")
 
 
@@ -121,7 +122,7 @@ def test_pair_accuracy():
 
 
 def test_rerank_api_on_scored_records_needs_no_model(monkeypatch):
-    import codescaler_cli.model as model_mod
+    import codescaler_cli.model.load as model_mod
 
     monkeypatch.setattr(model_mod, "load_reward_model", _no_model)
     rows = [
@@ -180,7 +181,7 @@ def test_rerank_scored_equals_rerank_raw_without_loading(
         ],
     )
     assert r.exit_code == 0, r.output
-    import codescaler_cli.model as model_mod
+    import codescaler_cli.model.load as model_mod
 
     monkeypatch.setattr(model_mod, "load_reward_model", _no_model)
     scored_out = tmp_path / "scored.jsonl"

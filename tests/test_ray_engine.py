@@ -25,12 +25,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from codescaler_cli.config import (
+    ModelOptions,
+    OnBadRow,
+    RayOptions,
+    ResumeMode,
+    RunOptions,
+    ScoringOptions,
+)
+from codescaler_cli.engines.loop import run
+from codescaler_cli.engines.ray.engine import RayEngine
 from codescaler_cli.errors import BadRowError, MissingDependencyError, ModelError
-from codescaler_cli.io import resolve_inputs
-from codescaler_cli.model import ModelOptions
-from codescaler_cli.pipeline import PipelineOptions, Progress
-from codescaler_cli.ray_engine import RayOptions, run_ray_job
-from codescaler_cli.runner import RunConfig, run_job
+from codescaler_cli.io.inputs import resolve_inputs
+from codescaler_cli.progress import Progress
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -65,7 +72,8 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     old_term = signal.getsignal(signal.SIGTERM)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # 5 CPUs: one kept for reading, two actors of 2 CPUs each (their threads) fit.
+    ray.init(address="local", num_cpus=5, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
@@ -152,24 +160,25 @@ def _write_jsonl(path: Path, rows: list[dict], bad_every: int = 0) -> Path:
     return path
 
 
-def _cfg(model_dir: Path, output: Path | str, **kw) -> RunConfig:
-    return RunConfig(
+def _cfg(model_dir: Path, output: Path | str, **kw) -> RunOptions:
+    return RunOptions(
         output=str(output),
-        pipeline=PipelineOptions(),
         model=ModelOptions(model=str(model_dir), device="cpu"),
-        resume="never",
+        resume=ResumeMode.never,
         **kw,
     )
 
 
-def _local(specs, cfg: RunConfig, **kw):
-    with _torch_threads(1):
-        return run_job(specs, cfg, **kw)
+def _local(specs, opts: RunOptions, threads: int = 1, **kw):
+    with _torch_threads(threads):
+        return run(specs, opts, **kw)
 
 
-def _ray(specs, cfg: RunConfig, **kw):
+def _ray(specs, opts: RunOptions, cpus_per_worker: float = 1, **kw):
+    """Two actors; with one CPU each they run one torch thread, like ``_local``."""
     progress = _Messages()
-    summary = run_ray_job(specs, cfg, RayOptions(num_workers=2), progress=progress, **kw)
+    ray_opts = RayOptions(num_workers=2, cpus_per_worker=cpus_per_worker)
+    summary = run(specs, opts, RayEngine(opts, ray_opts), progress=progress, **kw)
     return summary, progress.messages
 
 
@@ -216,9 +225,9 @@ def _assert_same_summary(local, ray) -> None:
 def test_without_ray_exits_2_with_install_hint(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails
     src = _write_jsonl(tmp_path / "in.jsonl", _rows(1, 2))
-    cfg = _cfg(tmp_path, tmp_path / "out.parquet")
+    opts = _cfg(tmp_path, tmp_path / "out.parquet")
     with pytest.raises(MissingDependencyError) as err:
-        run_ray_job(resolve_inputs([str(src)]), cfg)
+        run(resolve_inputs([str(src)]), opts, RayEngine(opts))
     assert err.value.exit_code == 2
     assert "pip install 'codescaler-cli[ray]'" in str(err.value)
     assert not (tmp_path / "out.parquet").exists()
@@ -232,9 +241,11 @@ def test_one_chunk_split_across_two_actors_matches_local(ray_cluster, tiny_model
     and the scores are still the local engine's; bad rows go to the same rejected file."""
     src = _write_jsonl(tmp_path / "in.jsonl", _rows(), bad_every=23)
     specs = resolve_inputs([str(src)])
-    local = _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", on_bad_row="skip"))
+    local = _local(
+        specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", on_bad_row=OnBadRow.skip)
+    )
     summary, messages = _ray(
-        specs, _cfg(tiny_model_dir, tmp_path / "ray.parquet", on_bad_row="skip")
+        specs, _cfg(tiny_model_dir, tmp_path / "ray.parquet", on_bad_row=OnBadRow.skip)
     )
 
     assert local.rows_written == 300 and local.rejected > 0
@@ -249,6 +260,32 @@ def test_one_chunk_split_across_two_actors_matches_local(ray_cluster, tiny_model
     assert any("in 2 shards" in m for m in messages)
     assert any("by 2 worker(s)" in m for m in messages)  # every actor got work
     assert not (tmp_path / "ray.parquet.partial").exists()
+
+
+def test_shards_of_two_thread_workers_in_two_streams_match_local(
+    ray_cluster, tiny_model_dir, tmp_path
+):
+    """One chunk split over 2 actors of 2 threads, each running its passes in 2 streams (so in
+    any order): every row's score comes from the shard that says it ran it, and the output is
+    the local engine's with the same 2 threads and 2 streams, bit for bit."""
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(6, 12))
+    specs = resolve_inputs([str(src)])
+    scoring = ScoringOptions(streams=2, max_tokens_per_batch=256)
+    local = _local(
+        specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", scoring=scoring), threads=2
+    )
+    summary, messages = _ray(
+        specs, _cfg(tiny_model_dir, tmp_path / "ray.parquet", scoring=scoring), cpus_per_worker=2
+    )
+    assert any("in 2 shards" in m for m in messages)
+    assert any("by 2 worker(s)" in m for m in messages)
+    assert local.unique_scored > 30
+    expected, got = (
+        pq.read_table(tmp_path / "local.parquet"),
+        pq.read_table(tmp_path / "ray.parquet"),
+    )
+    assert got.equals(expected) and got.schema.metadata == expected.schema.metadata
+    _assert_same_summary(local, summary)
 
 
 def test_many_chunks_jsonl_and_parquet_into_a_directory_of_parts(
@@ -313,7 +350,9 @@ def test_resumes_a_run_the_local_engine_left_unfinished(ray_cluster, tiny_model_
 
     src = _write_jsonl(tmp_path / "in.jsonl", _rows(4, 25))
     specs = resolve_inputs([str(src)])
-    cfg = replace(_cfg(tiny_model_dir, tmp_path / "out.parquet", chunk_size=25), resume="auto")
+    cfg = replace(
+        _cfg(tiny_model_dir, tmp_path / "out.parquet", chunk_size=25), resume=ResumeMode.auto
+    )
     with pytest.raises(KeyboardInterrupt):
         _local(specs, cfg, progress=StopAfterTwoChunks())
     summary, messages = _ray(specs, replace(cfg))
@@ -327,20 +366,21 @@ def test_resumes_a_run_the_local_engine_left_unfinished(ray_cluster, tiny_model_
 _CHILD = textwrap.dedent(
     """
     import sys
-    from codescaler_cli.io import resolve_inputs
-    from codescaler_cli.model import ModelOptions
-    from codescaler_cli.pipeline import Progress
-    from codescaler_cli.ray_engine import RayOptions, run_ray_job
-    from codescaler_cli.runner import RunConfig
+    from codescaler_cli.config import ModelOptions, RayOptions, RunOptions
+    from codescaler_cli.engines.loop import run
+    from codescaler_cli.engines.ray.engine import RayEngine
+    from codescaler_cli.io.inputs import resolve_inputs
+    from codescaler_cli.progress import Progress
 
     class Report(Progress):
         def advance(self, rows, tokens=0):
             print("advance", rows, flush=True)
 
     src, out, model = sys.argv[1:4]
-    cfg = RunConfig(out, model=ModelOptions(model=model, device="cpu"), chunk_size=20)
+    opts = RunOptions(out, model=ModelOptions(model=model, device="cpu"), chunk_size=20)
+    engine = RayEngine(opts, RayOptions(num_workers=2))
     try:
-        run_ray_job(resolve_inputs([src]), cfg, RayOptions(num_workers=2), progress=Report())
+        run(resolve_inputs([src]), opts, engine, progress=Report())
     except KeyboardInterrupt:
         sys.exit(130)
     print("finished", flush=True)
@@ -432,7 +472,7 @@ def test_sigint_leaves_no_ray_processes_and_the_rerun_resumes(
 
     specs = resolve_inputs([str(src)])
     cfg = _cfg(tiny_model_dir, tmp_path / "out.parquet", chunk_size=20)
-    summary, messages = _ray(specs, replace(cfg, resume="auto"))
+    summary, messages = _ray(specs, replace(cfg, resume=ResumeMode.auto))
     assert summary.chunks_resumed >= 2, messages
     local = _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", chunk_size=20))
     _assert_same_tables(
@@ -519,20 +559,18 @@ def test_sigint_to_the_cli_leaves_no_ray_processes(ray_cluster, tiny_model_dir, 
     _assert_same_tables(pq.read_table(tmp_path / "local.parquet"), pq.read_table(out))
 
 
-def test_driver_detects_fields_over_the_same_rows_as_the_local_engine(tmp_path):
-    """Bad lines among the first 1,000 must not shrink the rows the Ray driver looks at: a
-    column the local engine sees within its first 1,000 readable rows is seen here too."""
-    from codescaler_cli.io import iter_chunks
-    from codescaler_cli.pipeline import first_fields
-    from codescaler_cli.ray_engine import _detect_fields, _scan
+def test_both_readers_detect_fields_over_the_same_rows(tmp_path):
+    """Bad lines among the first 1,000 must not shrink the rows fields are detected from: the
+    range the Ray engine's driver probes gives the columns the local engine's chunk has."""
+    from codescaler_cli.io.source import chunk_refs
 
     src = tmp_path / "in.jsonl"
     lines = ["{not json"] * 10
     lines += [json.dumps({"question": f"q{i}", "text": "x"}) for i in range(990)]
     lines += [json.dumps({"question": f"q{i}", "response": "x = 1"}) for i in range(20)]
     src.write_text("\n".join(lines) + "\n")
-    spec = resolve_inputs([str(src)])[0]
-    cfg = RunConfig(output=str(tmp_path / "o.parquet"), chunk_size=2000)
-    local = first_fields(next(iter_chunks([spec], 2000)), cfg.pipeline, spec.name)
-    assert (local.question, local.response) == ("question", "response")
-    assert _detect_fields(_scan(spec, 2000, None), cfg) == local
+    specs = resolve_inputs([str(src)])
+    streamed = next(chunk_refs(specs, 2000))
+    ranged = next(chunk_refs(specs, 2000, ranges=True))
+    assert streamed.chunk is not None and ranged.piece is not None
+    assert streamed.columns() == ranged.columns() == ["question", "text", "response"]

@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from codescaler_cli.model import DEFAULT_MODEL
-from codescaler_cli.testing import (
+from codescaler_cli.config import DEFAULT_MODEL
+from codescaler_cli.tiny_model.corpus import (
     MODEL_CARD_PROGRAM_CORRECT,
     MODEL_CARD_PROGRAM_WRONG,
     MODEL_CARD_QUESTION,

@@ -30,11 +30,14 @@ def _write_input(path: Path, n: int, payload: int = 0) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
-def _cmd(src: Path, out: Path, model: Path, *extra: str) -> list[str]:
+HOOKED = REPO / "tests" / "support" / "hooked_cli.py"
+
+
+def _cmd(src: Path, out: Path, model: Path, *extra: str, hooked: bool = False) -> list[str]:
+    entry = [str(HOOKED)] if hooked else ["-m", "codescaler_cli"]
     return [
         sys.executable,
-        "-m",
-        "codescaler_cli",
+        *entry,
         "score",
         str(src),
         "-o",
@@ -48,51 +51,60 @@ def _cmd(src: Path, out: Path, model: Path, *extra: str) -> list[str]:
     ]
 
 
+def _log(path: Path) -> dict[int, int]:
+    """Chunk index -> forward passes, from hooked_cli's log."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {d["chunk"]: d["forward_calls"] for d in map(json.loads, lines)}
+
+
 def test_sigkill_then_resume_gives_identical_output(tiny_model_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     _write_input(src, 240)
     opts = ("--chunk-size", "30", "--max-tokens-per-batch", "300", "--no-prefix-reuse")
-    # Reference: one uninterrupted run.
-    ref_out = tmp_path / "ref.parquet"
-    subprocess.run(_cmd(src, ref_out, tiny_model_dir, *opts), check=True, timeout=600)
+    # Reference: one uninterrupted run, logging each chunk's forward passes.
+    ref_out, ref_log = tmp_path / "ref.parquet", tmp_path / "ref.log"
+    env = {**os.environ, "CODESCALER_TEST_LOG": str(ref_log)}
+    subprocess.run(_cmd(src, ref_out, tiny_model_dir, *opts, hooked=True), check=True, env=env)
+    per_chunk = _log(ref_log)
+    assert sorted(per_chunk) == list(range(8))
 
+    # A run that blocks after its 2nd checkpointed chunk, signals, and is killed there.
     out = tmp_path / "out.parquet"
     partial = Path(str(out) + ".partial")
-    proc = subprocess.Popen(_cmd(src, out, tiny_model_dir, *opts), start_new_session=True)
-    deadline = time.time() + 300
+    signal_file = tmp_path / "two-chunks-done"
+    env = {
+        **os.environ,
+        "CODESCALER_TEST_BLOCK_AFTER": "2",
+        "CODESCALER_TEST_SIGNAL": str(signal_file),
+    }
+    cmd = _cmd(src, out, tiny_model_dir, *opts, hooked=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
-        while time.time() < deadline:
-            assert not out.exists(), "final output appeared before the run completed"
-            parts = list(partial.glob("part-*.parquet")) if partial.exists() else []
-            if len(parts) >= 2:
-                break
-            assert proc.poll() is None, (
-                "run finished before it could be interrupted; make it longer"
-            )
+        deadline = time.monotonic() + 300
+        while not signal_file.exists():
+            assert proc.poll() is None, "the run ended before its 2nd chunk was checkpointed"
+            assert time.monotonic() < deadline, "no chunk checkpointed within 300 s"
             time.sleep(0.05)
+        assert not out.exists(), "final output appeared before the run completed"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert not out.exists()
-    done_before = len(list(partial.glob("part-*.parquet")))
-    assert 2 <= done_before < 8
+    done_before = sorted(int(p.name[5:11]) for p in partial.glob("part-*.parquet"))
+    assert len(done_before) >= 2 and not out.exists()
 
-    summary = tmp_path / "summary.json"
-    proc = subprocess.Popen(_cmd(src, out, tiny_model_dir, *opts, "--summary-json", str(summary)))
-    while proc.poll() is None:
-        # Never a partial file at the final path: it appears complete or not at all.
-        if out.exists():
-            assert pq.read_metadata(out).num_rows == 240
-        time.sleep(0.02)
-    assert proc.returncode == 0
+    summary, log = tmp_path / "summary.json", tmp_path / "rerun.log"
+    env = {**os.environ, "CODESCALER_TEST_LOG": str(log)}
+    extra = (*opts, "--summary-json", str(summary))
+    subprocess.run(_cmd(src, out, tiny_model_dir, *extra, hooked=True), check=True, env=env)
     assert not partial.exists()
     data = json.loads(summary.read_text())
-    assert data["chunks_resumed"] == done_before
-    assert data["chunks"] == 8
-    # Only the remaining chunks went through the model.
-    assert data["unique_scored"] == 240  # counts resumed rows too
+    assert data["chunks_resumed"] == len(done_before) and data["chunks"] == 8
+    # Only the other chunks went through the model, each with its own passes again.
+    rerun = _log(log)
+    assert sorted(rerun) == [i for i in range(8) if i not in done_before]
+    assert data["forward_calls"] == sum(per_chunk[i] for i in rerun) == sum(rerun.values())
     assert pq.read_table(out).equals(pq.read_table(ref_out))
     assert pq.read_schema(out).metadata == pq.read_schema(ref_out).metadata
 
@@ -100,8 +112,8 @@ def test_sigkill_then_resume_gives_identical_output(tiny_model_dir, tmp_path):
 def test_changed_option_starts_over(tiny_model_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from codescaler_cli.checkpoint import PartialRun
     from codescaler_cli.cli import app
+    from codescaler_cli.io.checkpoint import PartialRun
 
     src = tmp_path / "in.jsonl"
     _write_input(src, 20)
@@ -131,30 +143,25 @@ def test_changed_option_starts_over(tiny_model_dir, tmp_path):
     assert t.num_rows == 20 and "bogus" not in t.column_names
 
 
-def test_forward_calls_skip_finished_chunks(tiny_model_dir, tmp_path):
-    """Resume reuses finished parts: a run with all parts present never loads the model."""
-    from codescaler_cli.io import resolve_inputs
-    from codescaler_cli.model import ModelOptions
-    from codescaler_cli.pipeline import PipelineOptions
-    from codescaler_cli.runner import RunConfig, run_job
+def test_finished_chunks_are_not_prepared_again(tiny_model_dir, tmp_path, monkeypatch):
+    """A crash after two chunks; the rerun prepares only the other two."""
+    from codescaler_cli.config import ModelOptions, RunOptions
+    from codescaler_cli.engines import local
+    from codescaler_cli.engines.loop import run
+    from codescaler_cli.io.inputs import resolve_inputs
 
     src = tmp_path / "in.jsonl"
     _write_input(src, 40)
     out = tmp_path / "out.parquet"
-    cfg = RunConfig(
-        output=str(out),
-        pipeline=PipelineOptions(),
-        model=ModelOptions(model=str(tiny_model_dir), device="cpu"),
-        chunk_size=10,
+    opts = RunOptions(
+        output=str(out), model=ModelOptions(model=str(tiny_model_dir), device="cpu"), chunk_size=10
     )
     specs = resolve_inputs([str(src)])
 
     class Crash(Exception):
         pass
 
-    import codescaler_cli.runner as runner_mod
-
-    real = runner_mod.prepare_chunk
+    real = local.prepare_chunk
     seen = []
 
     def crash_on_third(chunk, *a, **k):
@@ -163,12 +170,9 @@ def test_forward_calls_skip_finished_chunks(tiny_model_dir, tmp_path):
         seen.append(chunk.index)
         return real(chunk, *a, **k)
 
-    runner_mod.prepare_chunk = crash_on_third
-    try:
-        with pytest.raises(Crash):
-            run_job(specs, cfg)
-    finally:
-        runner_mod.prepare_chunk = real
+    monkeypatch.setattr(local, "prepare_chunk", crash_on_third)
+    with pytest.raises(Crash):
+        run(specs, opts)
     assert seen == [0, 1] and not out.exists()
     scored_again = []
 
@@ -176,11 +180,8 @@ def test_forward_calls_skip_finished_chunks(tiny_model_dir, tmp_path):
         scored_again.append(chunk.index)
         return real(chunk, *a, **k)
 
-    runner_mod.prepare_chunk = count
-    try:
-        summary = run_job(specs, cfg)
-    finally:
-        runner_mod.prepare_chunk = real
+    monkeypatch.setattr(local, "prepare_chunk", count)
+    summary = run(specs, opts)
     assert scored_again == [2, 3]
     assert summary.chunks_resumed == 2 and summary.rows_written == 40
 

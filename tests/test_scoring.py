@@ -6,11 +6,13 @@ import threading
 
 import pytest
 import torch
-from fixtures_scoring import TOL, make_code, scoring_pairs  # tests/ is on sys.path
 
+from codescaler_cli.config import ScoringOptions
 from codescaler_cli.errors import ModelError
-from codescaler_cli.scoring import Scorer, ScoringOptions, common_prefix_len
-from codescaler_cli.testing import model_card_scores
+from codescaler_cli.scoring.plan import common_prefix_len
+from codescaler_cli.scoring.scorer import Scorer
+from support.reference import model_card_scores
+from support.scoring import TOL, make_code, scoring_pairs  # tests/ is on sys.path
 
 # (prefix_reuse, pack_groups): plain batches, one problem's prompt per pass, several per pass.
 PATHS = [(False, None), (True, False), (True, True)]
@@ -54,7 +56,9 @@ def test_matches_single_candidate_reference(
 
 @pytest.fixture(scope="module")
 def rm64(tiny_model_dir):
-    from codescaler_cli.model import ModelOptions, RewardModel, load_reward_model
+    from codescaler_cli.config import ModelOptions
+    from codescaler_cli.model.load import load_reward_model
+    from codescaler_cli.model.reward_model import RewardModel
 
     rm = load_reward_model(ModelOptions(model=str(tiny_model_dir), device="cpu", dtype="float32"))
     return RewardModel(rm.tokenizer, rm.model.double(), name=rm.name, revision=None)

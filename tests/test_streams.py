@@ -10,9 +10,10 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from fixtures_scoring import QUESTIONS, TOL, make_code, scoring_pairs  # tests/ on sys.path
 
-from codescaler_cli.scoring import Scorer, ScoringOptions
+from codescaler_cli.config import ScoringOptions
+from codescaler_cli.scoring.scorer import Scorer
+from support.scoring import QUESTIONS, TOL, make_code, scoring_pairs  # tests/ on sys.path
 
 
 @contextmanager
@@ -193,7 +194,7 @@ def test_one_problems_answer_passes_are_shared_by_the_streams(
 ):
     """Best-of-N for a single problem: its prompt runs once in the calling thread (it is
     the only job), then its answer passes run in both streams, with each candidate's score."""
-    from codescaler_cli.testing import model_card_scores
+    from support.reference import model_card_scores
 
     pairs = [(QUESTIONS[1], make_code(n, 300 + n)) for n in (2, 4, 6, 9, 12, 15, 20, 26)]
     alone = model_card_scores(str(tiny_model_dir), pairs=pairs, batch=False, max_length=4096)
@@ -248,5 +249,7 @@ def test_largest_jobs_start_first(rm, monkeypatch):
 
 
 def test_invalid_streams_is_refused(rm):
-    with pytest.raises(ValueError, match="streams must be at least 1"):
+    from codescaler_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="--streams must be at least 1"):
         Scorer(rm, ScoringOptions(streams=0))

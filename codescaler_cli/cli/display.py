@@ -1,0 +1,211 @@
+"""Human output on stderr: a rich progress bar and end-of-run summary tables."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichBar
+from rich.table import Table
+from rich.text import Text
+
+from ..progress import Progress, RunSummary
+
+stderr = Console(stderr=True, highlight=False)
+
+
+class _Rates(ProgressColumn):
+    """candidates/s and tokens/s since the start of scoring."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        if elapsed <= 0:
+            return Text("")
+        tokens = task.fields.get("tokens", 0)
+        return Text(
+            f"{task.completed / elapsed:,.1f} cand/s  {tokens / elapsed:,.0f} tok/s", style="cyan"
+        )
+
+
+class RichProgress(Progress):
+    """A progress bar on stderr; silent (messages only) when stderr is not a terminal."""
+
+    def __init__(self, label: str, *, quiet: bool = False, console: Console | None = None) -> None:
+        self.console = console or stderr
+        self.quiet = quiet
+        self.label = label
+        self.bar: RichBar | None = None
+        self.task: Any = None
+        self.stage_task: Any = None
+        self.scoring = False
+        self.tokens = 0
+        self.started = time.perf_counter()
+
+    def start(self, total: int | None) -> None:
+        if self.quiet or not self.console.is_terminal:
+            return
+        self.bar = RichBar(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _Rates(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.bar.start()
+        # Started on the first candidates, so the rates leave out loading the model.
+        self.task = self.bar.add_task(self.label, total=total, tokens=0, start=False)
+
+    def stage(self, text: str) -> None:
+        """A step before scoring (loading the model): its own spinner line until scoring starts."""
+        if self.bar is None:
+            self.message(text)
+            return
+        self._end_stage()
+        self.stage_task = self.bar.add_task(text, total=None)
+
+    def _end_stage(self) -> None:
+        if self.bar is not None and self.stage_task is not None:
+            self.bar.remove_task(self.stage_task)
+            self.stage_task = None
+
+    def advance(self, rows: int, tokens: int = 0) -> None:
+        self.tokens += tokens
+        if self.bar is not None:
+            self._end_stage()
+            if not self.scoring:
+                self.scoring = True
+                self.bar.start_task(self.task)
+            self.bar.update(self.task, advance=rows, tokens=self.tokens)
+
+    def message(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.console.print(f"[dim]{text}[/dim]")
+        else:
+            self.console.print(text, markup=False)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def print_summary(summary: RunSummary, title: str, console: Console | None = None) -> None:
+    console = console or stderr
+    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("rows read", f"{summary.rows_read:,}"),
+        ("rows written", f"{summary.rows_written:,}"),
+    ]
+    if summary.scored or summary.unique_scored:
+        rows += [
+            ("scored", f"{summary.scored:,}"),
+            ("deduplicated", f"{summary.deduplicated:,}"),
+            ("truncated", f"{summary.truncated:,}"),
+        ]
+    valid = summary.rows_written - summary.invalid
+    pct = 100.0 * valid / summary.rows_written if summary.rows_written else 0.0
+    rows += [
+        ("valid code", f"{valid:,} ({pct:.1f}%)"),
+        ("invalid / no code", f"{summary.invalid:,}"),
+        ("rejected rows", f"{summary.rejected:,}"),
+    ]
+    if summary.chunks_resumed:
+        rows.append(("chunks resumed", f"{summary.chunks_resumed} of {summary.chunks}"))
+    rows += [
+        ("time", f"{summary.seconds:.1f} s"),
+        ("rows/s", f"{summary.rows_per_second:,.1f}"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    if summary.methods:
+        methods = Table(title="extraction methods", title_justify="left", box=None)
+        methods.add_column("method")
+        methods.add_column("rows", justify="right")
+        methods.add_column("%", justify="right")
+        total = sum(summary.methods.values())
+        for m, n in sorted(summary.methods.items(), key=lambda kv: -kv[1]):
+            methods.add_row(m, f"{n:,}", f"{100.0 * n / total:.1f}")
+        console.print(methods)
+    if summary.rejected_path:
+        console.print(f"rejected rows written to {summary.rejected_path}", markup=False)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100.0 * x:.1f}%"
+
+
+def print_selection_metrics(
+    m: Any, group_field: str, label_field: str | None, console: Console | None = None
+) -> None:
+    console = console or stderr
+    t = Table(
+        title=f"rerank: {m.groups} groups (by {group_field}), {m.candidates} candidates",
+        title_justify="left",
+        show_header=False,
+        box=None,
+    )
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("selected", f"{m.selected:,}")
+    t.add_row("selected mean reward", f"{m.selected_mean_reward:.4f}")
+    if m.selected_mean_score is not None:
+        t.add_row("selected mean score", f"{m.selected_mean_score:.4f}")
+    t.add_row("selected with valid code", _pct(m.selected_valid_fraction))
+    if m.labelled:
+        t.add_row(f"best-of-N accuracy ({label_field})", _pct(m.best_of_n_accuracy))
+        t.add_row("random pick (expected)", _pct(m.random_accuracy))
+        t.add_row("oracle (any passes)", _pct(m.oracle_accuracy))
+    console.print(t)
+    if m.labelled and len(m.per_group) <= 50:
+        g = Table(title="per group", title_justify="left", box=None)
+        for col in ("group", "size", "top-1 reward", "top-1 passed", "random", "oracle"):
+            g.add_column(col, justify="left" if col == "group" else "right")
+        for gm in m.per_group:
+            g.add_row(
+                gm.group[:40],
+                str(gm.size),
+                f"{gm.top1_reward or 0.0:.3f}",
+                "-" if gm.top1_passed is None else ("yes" if gm.top1_passed else "no"),
+                _pct(gm.random_accuracy),
+                "-" if gm.oracle is None else ("yes" if gm.oracle else "no"),
+            )
+        console.print(g)
+
+
+def print_pair_metrics(m: Any, console: Console | None = None) -> None:
+    console = console or stderr
+    t = Table(title="eval-pairs", title_justify="left", show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("pairs", f"{m.pairs:,}")
+    t.add_row("accuracy (chosen > rejected)", _pct(m.accuracy))
+    t.add_row("ties", str(m.ties))
+    t.add_row("pairs with an unscored side", str(m.unscored))
+    if m.mean_margin is not None:
+        t.add_row("mean margin", f"{m.mean_margin:.4f}")
+    console.print(t)

@@ -1,0 +1,114 @@
+"""`codescaler rerank`: keep the best K candidates per problem, with selection metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from ..config import ModelOptions, RankBy, RowOptions, RunOptions, ScoringOptions
+from .gate import FailUnder, check_gate, check_threshold
+from .options import (
+    INPUT,
+    OUTPUT,
+    ChunkSize,
+    EngineChoice,
+    MetricsJson,
+    Output,
+    Quiet,
+    Source,
+    engine_options,
+    flag,
+    model_options,
+    option,
+    row_options,
+    scoring_options,
+    sources,
+    uses,
+)
+
+
+@uses(
+    source=sources,
+    rows=row_options,
+    model=model_options,
+    scoring=scoring_options,
+    engine=engine_options,
+)
+def rerank(
+    source: Source,
+    output: Output,
+    rows: RowOptions,
+    model: ModelOptions,
+    scoring: ScoringOptions,
+    engine: EngineChoice,
+    top_k: Annotated[
+        int,
+        option(
+            "--top-k", "-k", help="Candidates kept per group (0: all).", panel=OUTPUT, metavar="K"
+        ),
+    ] = 1,
+    all_rows: Annotated[
+        bool, flag("--all", help="Keep every row, ranked (same as --top-k 0).", panel=OUTPUT)
+    ] = False,
+    by: Annotated[
+        RankBy,
+        option(
+            "--by",
+            help="Rank by the shaped reward (validity first) or the raw score.",
+            panel=OUTPUT,
+        ),
+    ] = RankBy.reward,
+    group_field: Annotated[
+        str | None,
+        option(
+            "--group-field",
+            help="Problem id column \\[default: auto, else the question].",
+            panel=INPUT,
+            metavar="NAME",
+        ),
+    ] = None,
+    label_field: Annotated[
+        str | None,
+        option(
+            "--label-field",
+            help="Pass/fail column \\[default: passed/correct/label].",
+            panel=INPUT,
+            metavar="NAME",
+        ),
+    ] = None,
+    rescore: Annotated[
+        bool, flag("--rescore", help="Score again even if the input has scores.", panel=INPUT)
+    ] = False,
+    fail_under: FailUnder = None,
+    metrics_json: MetricsJson = None,
+    chunk_size: ChunkSize = RunOptions.chunk_size,
+    quiet: Quiet = False,
+) -> None:
+    """Rank candidates within each problem and keep the best K (scores first if needed).
+
+    --fail-under gates on best-of-N accuracy with labels, else on the selected mean reward.
+    """
+    from ..errors import UsageError
+    from ..io.writers import write_json
+    from ..tasks.rerank import run_rerank
+    from .display import RichProgress, print_selection_metrics
+
+    if top_k < 0:
+        raise UsageError("--top-k must be >= 0")
+    check_threshold(fail_under)
+    opts = RunOptions(output, rows, model, scoring, chunk_size)
+    result = run_rerank(
+        source.specs(),
+        opts,
+        top_k=0 if all_rows else top_k,
+        by=by,
+        group_field=group_field,
+        label_field=label_field,
+        rescore=rescore,
+        engine=engine.factory(),
+        progress=RichProgress("scoring", quiet=quiet),
+    )
+    m = result.metrics
+    if not quiet:
+        print_selection_metrics(m, result.group_field, result.label_field)
+    write_json(metrics_json, m.as_dict())
+    check_gate(*m.gate_value(), fail_under)

@@ -1,0 +1,57 @@
+"""`codescaler score`: extract code from each response and score it."""
+
+from __future__ import annotations
+
+from ..config import ModelOptions, RowOptions, ScoringOptions
+from .options import (
+    EngineChoice,
+    Output,
+    Quiet,
+    Robustness,
+    Source,
+    SummaryJson,
+    engine_options,
+    model_options,
+    robustness,
+    row_options,
+    scoring_options,
+    sources,
+    uses,
+)
+
+
+@uses(
+    source=sources,
+    rows=row_options,
+    model=model_options,
+    scoring=scoring_options,
+    robust=robustness,
+    engine=engine_options,
+)
+def score(
+    source: Source,
+    output: Output,
+    rows: RowOptions,
+    model: ModelOptions,
+    scoring: ScoringOptions,
+    robust: Robustness,
+    engine: EngineChoice,
+    quiet: Quiet = False,
+    summary_json: SummaryJson = None,
+) -> None:
+    """Extract code from each response and score it with the reward model."""
+    from ..engines.loop import run
+    from ..io.writers import write_json
+    from .display import RichProgress, print_summary
+
+    opts = robust.run_options(output, rows, model, scoring)
+    factory = engine.factory()
+    summary = run(
+        source.specs(),
+        opts,
+        factory(opts) if factory else None,
+        progress=RichProgress("scoring", quiet=quiet),
+    )
+    if not quiet:
+        print_summary(summary, "codescaler score")
+    write_json(summary_json, summary.as_dict())

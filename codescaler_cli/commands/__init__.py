@@ -1,1 +1,0 @@
-"""One module per command; `codescaler_cli.cli` registers them."""

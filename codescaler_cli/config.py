@@ -1,0 +1,222 @@
+"""A run's options, typed and defined once, with one ``validate()`` run before any work.
+
+Every default lives here; the command line, the Python API, the engines and the server
+read them from these classes. ``validate()`` needs no torch, so bad values stop a run
+before a model loads or a file is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import UsageError
+
+DEFAULT_MODEL = "LARK-Lab/CodeScaler-1.7B"
+DEFAULT_MAX_LENGTH = 4096
+DEFAULT_CHUNK_SIZE = 50_000
+MIN_MAX_LENGTH = 8  # a chat template's own tokens need a few
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICES_HELP = "auto|cpu|cuda|cuda:N|mps"
+
+
+class Choice(str, Enum):
+    """A fixed-choice option: compares equal to its value and prints as it."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ExtractMode(Choice):
+    auto = "auto"
+    paper = "paper"
+    last = "last"
+    none = "none"
+
+
+class Shaping(Choice):
+    softplus = "softplus"
+    sigmoid = "sigmoid"
+    raw = "raw"
+
+
+class Dtype(Choice):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class ResumeMode(Choice):
+    auto = "auto"
+    never = "never"
+
+
+class OnBadRow(Choice):
+    error = "error"
+    skip = "skip"
+
+
+class EngineKind(Choice):
+    local = "local"
+    ray = "ray"
+
+
+class RankBy(Choice):
+    reward = "reward"
+    score = "score"
+
+
+def default_model() -> str:
+    return os.environ.get("CODESCALER_MODEL") or DEFAULT_MODEL
+
+
+def _at_least(name: str, value: int | float | None, low: int | float) -> None:
+    if value is not None and value < low:
+        raise UsageError(f"{name} must be at least {low:g}, got {value:g}")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model, where, in what precision."""
+
+    model: str = DEFAULT_MODEL
+    revision: str | None = None
+    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
+    dtype: Dtype = Dtype.auto
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = False
+    attn_implementation: str | None = None  # None: flash_attention_2 when usable, else sdpa
+    compile: bool = False  # torch.compile the transformer (fuses elementwise ops; slow first batch)
+
+    def validate(self) -> None:
+        if not self.model:
+            raise UsageError("--model must not be empty")
+        if not DEVICE_PATTERN.fullmatch((self.device or "").strip().lower()):
+            raise UsageError(f"--device {self.device!r}: expected one of {DEVICES_HELP}")
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How candidates are batched and run; none of these changes a score."""
+
+    max_length: int = DEFAULT_MAX_LENGTH
+    max_tokens_per_batch: int | None = None  # None: the device's default
+    max_batch_size: int | None = None
+    dedup: bool = True
+    prefix_reuse: bool = True
+    min_prefix_tokens: int = 16
+    # Score several problems' candidates in one forward pass (needs a padding mask over the
+    # cached prompts). None: on accelerators, where bigger batches pay; off on CPU, where the
+    # mask-free path is faster.
+    pack_groups: bool | None = None
+    # Right padding makes the mask unnecessary for last-token pooling (exact either way).
+    # None: leave it out, except for float32 on CUDA, where the masked kernel is faster.
+    attention_mask: bool | None = None
+    # Run the final layer at the scored token only (exact; see model/last_layer.py).
+    trim_last_layer: bool = True
+    # CPU answer passes: leave out the key blocks the causal mask hides from all of a run of
+    # queries (see model/answer_attention.py).
+    skip_hidden_blocks: bool = True
+    # Forward passes run at once, each with an equal share of torch's threads. None: 2 on
+    # CPUs with 2+ threads (small passes leave cores idle between and inside their ops;
+    # two streams fill them), else 1.
+    streams: int | None = None
+
+    def validate(self) -> None:
+        _at_least("--max-length", self.max_length, MIN_MAX_LENGTH)
+        _at_least("--max-tokens-per-batch", self.max_tokens_per_batch, 1)
+        _at_least("--max-batch-size", self.max_batch_size, 1)
+        _at_least("--streams", self.streams, 1)
+        _at_least("min_prefix_tokens", self.min_prefix_tokens, 1)
+
+
+@dataclass(frozen=True)
+class RowOptions:
+    """What decides the rows written (besides the model): fields, extraction, shaping."""
+
+    question_field: str | None = None
+    response_field: str | None = None
+    extract: ExtractMode = ExtractMode.auto
+    shaping: Shaping = Shaping.softplus
+    score: bool = True  # False: extraction only, no model
+
+    def validate(self) -> None:
+        ExtractMode(self.extract)
+        Shaping(self.shaping)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One run over files: where rows go, and the options of every stage."""
+
+    output: str
+    rows: RowOptions = field(default_factory=RowOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    resume: ResumeMode = ResumeMode.auto
+    on_bad_row: OnBadRow = OnBadRow.error
+    rejected: str | None = None  # None: OUTPUT.rejected.jsonl
+
+    def validate(self) -> None:
+        """Every check that needs no model and no input: exit 2 before any work."""
+        from .io.writers import output_format
+
+        _at_least("--chunk-size", self.chunk_size, 1)
+        ResumeMode(self.resume)
+        OnBadRow(self.on_bad_row)
+        self.rows.validate()
+        if self.rows.score:
+            self.model.validate()
+            self.scoring.validate()
+        # "": a task that only reports metrics; "DIR/": a directory of Parquet parts.
+        if self.output and not self.output.endswith(("/", os.sep)):
+            output_format(self.output)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The options that decide the rows written (a resumed run must share them)."""
+        fp = {
+            "rows": _plain(asdict(self.rows)),
+            "chunk_size": self.chunk_size,
+            "on_bad_row": str(self.on_bad_row),
+        }
+        if self.rows.score:
+            fp["max_length"] = self.scoring.max_length
+        return fp
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How to run on Ray; ``None`` fields are chosen from the cluster's resources."""
+
+    address: str | None = None  # None: $RAY_ADDRESS, else a local cluster started for the run
+    num_workers: int | None = None  # None: one per GPU (gpus / gpus_per_worker), else 1 CPU actor
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_worker: float | None = None  # None: 1 per GPU actor; CPU actors share all but 1 CPU
+    show_progress: bool = False  # Ray's own progress bars and logs
+    actor_start_timeout_s: int = 900  # all workers must be up by then (autoscaling included)
+
+    def validate(self) -> None:
+        _at_least("--num-workers", self.num_workers, 1)
+        _at_least("--gpus-per-worker", self.gpus_per_worker, 0)
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise UsageError("--cpus-per-worker must be > 0")
+        address = self.address or os.environ.get("RAY_ADDRESS") or ""
+        if address.startswith("ray://"):
+            raise UsageError(
+                "Ray Client addresses (ray://) are not supported: run the command on the "
+                "cluster, e.g. with `ray job submit`"
+            )
+
+
+def _plain(value: Any) -> Any:
+    """Enums as their values, for JSON fingerprints."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Enum):
+        return value.value
+    return value

@@ -1,0 +1,1 @@
+"""The Ray engine (an optional extra: Ray is imported only when it runs)."""

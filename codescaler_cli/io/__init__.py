@@ -1,0 +1,1 @@
+"""Inputs, readers, writers and the resumable checkpoint: everything that touches files."""

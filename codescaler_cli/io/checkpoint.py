@@ -1,0 +1,259 @@
+"""Resumable output: finished chunks are kept in ``OUTPUT.partial/`` until the run ends.
+
+Layout: ``manifest.json`` (fingerprint of inputs and every option that affects rows,
+plus per-chunk counts) and one ``part-NNNNNN.parquet`` (+ rejected rows) per chunk.
+A rerun with the same fingerprint skips finished chunks; the final file appears at
+its path only when complete (atomic rename), then the partial directory is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .writers import atomic_path, output_format, write_jsonl_rows
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PartInfo:
+    rows_read: int
+    rows_written: int
+    rejected: int
+    unique_scored: int
+
+
+class PartialRun:
+    def __init__(self, output: str, fingerprint: dict[str, Any]) -> None:
+        self.output = output
+        self.dir = output + ".partial"
+        self.fingerprint = {"format": FORMAT_VERSION, **fingerprint}
+        self.parts: dict[int, PartInfo] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def open(self, resume: str) -> str | None:
+        """Prepare the directory; returns a message for the user when something happened."""
+        message = None
+        if os.path.isdir(self.dir):
+            old = self._read_manifest()
+            if resume == "never":
+                message = f"discarding previous partial run in {self.dir} (--resume never)"
+                self.discard()
+            elif old is None or old.get("fingerprint") != self.fingerprint:
+                message = (
+                    f"input or options changed since the interrupted run; starting over "
+                    f"(removed {self.dir})"
+                )
+                self.discard()
+            else:
+                self.parts = {
+                    int(k): PartInfo(**v)
+                    for k, v in old.get("parts", {}).items()
+                    if os.path.exists(self.part_path(int(k)))
+                }
+                if self.parts:
+                    rows = sum(p.rows_read for p in self.parts.values())
+                    message = f"resuming: {len(self.parts)} finished chunk(s), {rows} rows, from {self.dir}"
+        os.makedirs(self.dir, exist_ok=True)
+        self._write_manifest()
+        return message
+
+    def discard(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------ parts
+
+    def part_path(self, index: int) -> str:
+        return os.path.join(self.dir, f"part-{index:06d}.parquet")
+
+    def rejected_part_path(self, index: int) -> str:
+        return os.path.join(self.dir, f"rejected-{index:06d}.jsonl")
+
+    def done(self, index: int) -> bool:
+        return index in self.parts
+
+    def write_part(
+        self, index: int, table: pa.Table, rejected_rows: list[dict[str, Any]], info: PartInfo
+    ) -> None:
+        import pyarrow.parquet as pq
+
+        if rejected_rows:
+            tmp = self.rejected_part_path(index) + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                write_jsonl_rows(fh, rejected_rows)
+            os.replace(tmp, self.rejected_part_path(index))
+        tmp = self.part_path(index) + ".tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.part_path(index))
+        self.parts[index] = info
+        self._write_manifest()
+
+    def read_part(self, index: int) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self.part_path(index))
+
+    def part_meta(self, index: int) -> dict[str, str]:
+        """The codescaler metadata a part was written with."""
+        import pyarrow.parquet as pq
+
+        raw = pq.read_schema(self.part_path(index)).metadata or {}
+        return {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"codescaler.")}
+
+    # ------------------------------------------------------------ finish
+
+    def finalize(self, metadata: dict[str, str], rejected_path: str | None) -> None:
+        """Merge the parts (in chunk order) into the output, atomically; then clean up."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        order = sorted(self.parts)
+        schemas = [pq.read_schema(self.part_path(i)) for i in order]
+        schema = unify(schemas).with_metadata(metadata)
+        fd, tmp = atomic_path(self.output)
+        try:
+            if output_format(self.output) == "parquet":
+                os.close(fd)
+                with pq.ParquetWriter(tmp, schema) as writer:
+                    for i in order:
+                        pf = pq.ParquetFile(self.part_path(i))
+                        for batch in pf.iter_batches(batch_size=8192):
+                            writer.write_table(conform(pa.Table.from_batches([batch]), schema))
+                    if not order:
+                        writer.write_table(schema.empty_table())
+            else:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    for i in order:
+                        for batch in pq.ParquetFile(self.part_path(i)).iter_batches(
+                            batch_size=8192
+                        ):
+                            write_jsonl_rows(fh, batch.to_pylist())
+            os.replace(tmp, self.output)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        if rejected_path:
+            self.merge_rejected(order, rejected_path)
+        self.discard()
+
+    def finalize_dir(self, out_dir: str, metadata: dict[str, str], rejected_path: str) -> None:
+        """``-o DIR/``: the parts become ``DIR/part-NNNNN.parquet`` in input order, one schema,
+        provenance metadata in each; then the partial directory goes."""
+        import pyarrow.parquet as pq
+
+        order = sorted(self.parts)
+        schemas = [pq.read_schema(self.part_path(i)) for i in order]
+        schema = unify(schemas).with_metadata(metadata)
+        os.makedirs(out_dir, exist_ok=True)
+        for name in os.listdir(out_dir):  # parts of an earlier run into the same directory
+            if name.startswith("part-") and name.endswith(".parquet"):
+                os.unlink(os.path.join(out_dir, name))
+        for k, (i, s) in enumerate(zip(order, schemas, strict=True)):
+            src = self.part_path(i)
+            dst = os.path.join(out_dir, f"part-{k:05d}.parquet")
+            same = s.remove_metadata().equals(schema.remove_metadata())
+            if same and _has_meta(s, metadata):
+                os.replace(src, dst)  # already as it must be: keep as is
+            else:  # another type for some column, or other metadata
+                tmp = dst + ".tmp"
+                pq.write_table(conform(pq.read_table(src), schema), tmp)
+                os.replace(tmp, dst)
+        if not order:
+            pq.write_table(schema.empty_table(), os.path.join(out_dir, "part-00000.parquet"))
+        self.merge_rejected(order, rejected_path)
+        self.discard()
+
+    def merge_rejected(self, order: list[int], rejected_path: str) -> None:
+        """Concatenate the parts' rejected rows (in chunk order) into one file, atomically."""
+        paths = [
+            self.rejected_part_path(i) for i in order if os.path.exists(self.rejected_part_path(i))
+        ]
+        if not paths:
+            return
+        fd, tmp = atomic_path(rejected_path)
+        with os.fdopen(fd, "wb") as out:
+            for p in paths:
+                with open(p, "rb") as fh:
+                    shutil.copyfileobj(fh, out)
+        os.replace(tmp, rejected_path)
+
+    # ------------------------------------------------------------ manifest
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        try:
+            with open(os.path.join(self.dir, MANIFEST), encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return None
+
+    def _write_manifest(self) -> None:
+        data = {
+            "fingerprint": self.fingerprint,
+            "parts": {str(k): vars(v) for k, v in sorted(self.parts.items())},
+        }
+        path = os.path.join(self.dir, MANIFEST)
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+        os.replace(path + ".tmp", path)
+
+
+def _has_meta(schema: pa.Schema, metadata: dict[str, str]) -> bool:
+    have = schema.metadata or {}
+    return all(have.get(k.encode()) == v.encode() for k, v in metadata.items())
+
+
+def unify(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for all parts: union of columns in first-seen order, types promoted."""
+    import pyarrow as pa
+
+    if not schemas:
+        return pa.schema([])
+    try:
+        return pa.unify_schemas(
+            [s.remove_metadata() for s in schemas], promote_options="permissive"
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        # Types that cannot be promoted (e.g. int in one chunk, list in another) become text.
+        fields: dict[str, pa.DataType] = {}
+        for s in schemas:
+            for f in s:
+                if f.name not in fields:
+                    fields[f.name] = f.type
+                elif fields[f.name] != f.type and not pa.types.is_null(f.type):
+                    fields[f.name] = f.type if pa.types.is_null(fields[f.name]) else pa.string()
+        return pa.schema(list(fields.items()))
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Reorder/add/cast columns so a part matches the unified schema."""
+    import pyarrow as pa
+
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            if col.type != f.type:
+                if pa.types.is_string(f.type) and not pa.types.is_string(col.type):
+                    col = pa.array(
+                        [
+                            None if v is None else json.dumps(v, ensure_ascii=False, default=str)
+                            for v in col.to_pylist()
+                        ],
+                        pa.string(),
+                    )
+                else:
+                    col = col.cast(f.type)
+            cols.append(col)
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)

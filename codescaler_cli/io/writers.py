@@ -1,0 +1,130 @@
+"""Writers: output formats, atomic files, JSON Lines rows, and ``-o -`` in input order."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from typing import IO, TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from .inputs import JSONL_SUFFIXES, PARQUET_SUFFIXES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def output_format(path: str) -> str:
+    if path == "-":
+        return "jsonl"
+    lower = path.lower()
+    if lower.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    raise UsageError(f"{path}: unknown output format (use .parquet, .jsonl, or '-' for stdout)")
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def dumps_row(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, default=json_default)
+
+
+def write_jsonl_rows(fh: IO[str], rows: Iterable[dict[str, Any]]) -> None:
+    for row in rows:
+        fh.write(dumps_row(row))
+        fh.write("\n")
+
+
+def atomic_path(path: str) -> tuple[int, str]:
+    """A temp file in the destination's directory, so the final rename is atomic."""
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    return tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+
+
+def write_table_atomic(table: Any, path: str, metadata: dict[str, str] | None = None) -> None:
+    """Write a Parquet or JSONL file at ``path`` so it appears complete or not at all."""
+    import pyarrow.parquet as pq
+
+    fd, tmp = atomic_path(path)
+    try:
+        if output_format(path) == "parquet":
+            os.close(fd)
+            if metadata:
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+            pq.write_table(table, tmp)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                write_jsonl_rows(fh, table.to_pylist())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | None, data: dict[str, Any]) -> None:
+    """Write a small JSON report atomically (--summary-json, --metrics-json)."""
+    if not path:
+        return
+    fd, tmp = atomic_path(path)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+class StdoutWriter:
+    """``-o -``: JSON Lines in input order, each chunk written as soon as every earlier one
+    is (the Ray engine's chunks finish out of order); rejected rows go to a file, atomically."""
+
+    def __init__(self, stdout: IO[str] | None, rejected_path: str) -> None:
+        self.out = stdout if stdout is not None else sys.stdout
+        self.rejected_path = rejected_path
+        self.pending: dict[int, tuple[pa.Table, list[dict[str, Any]]]] = {}
+        self.next = 0
+        self.rejected_fh: IO[str] | None = None
+        self.rejected_tmp: str | None = None
+
+    def skip(self, index: int) -> None:
+        """A chunk that writes nothing here (finished by an earlier run)."""
+        import pyarrow as pa
+
+        self.add(index, pa.table({}), [])
+
+    def add(self, index: int, table: pa.Table, rejected: list[dict[str, Any]]) -> None:
+        self.pending[index] = (table, rejected)
+        while self.next in self.pending:
+            table, rejected = self.pending.pop(self.next)
+            for row in table.to_pylist():
+                self.out.write(dumps_row(row) + "\n")
+            self.out.flush()
+            if rejected:
+                if self.rejected_fh is None:
+                    fd, self.rejected_tmp = atomic_path(self.rejected_path)
+                    self.rejected_fh = os.fdopen(fd, "w", encoding="utf-8")
+                write_jsonl_rows(self.rejected_fh, rejected)
+            self.next += 1
+
+    def finish(self) -> None:
+        if self.rejected_fh is not None:
+            self.rejected_fh.close()
+            self.rejected_fh = None
+            os.replace(self.rejected_tmp, self.rejected_path)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self.rejected_fh is not None:
+            self.rejected_fh.close()
+            if self.rejected_tmp and os.path.exists(self.rejected_tmp):
+                os.unlink(self.rejected_tmp)

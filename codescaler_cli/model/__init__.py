@@ -1,0 +1,1 @@
+"""The reward model: loading, the exact forward passes, and their exact shortcuts."""

@@ -1,0 +1,1 @@
+"""Scoring pairs: encode, plan, run passes in streams with out-of-memory backoff."""

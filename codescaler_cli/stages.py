@@ -1,0 +1,258 @@
+"""One chunk through the stages: validate -> extract -> score -> shape -> table.
+
+The same functions run in every engine (in this process, in Ray actors, in the server),
+so all of them produce identical rows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .config import OnBadRow, RowOptions
+from .errors import BadRowError
+from .fields import Fields
+from .io.inputs import InputSpec
+from .io.readers import BadRow, Chunk
+from .progress import Progress, RunSummary
+from .shaping import shape_reward
+from .tables import input_table, looks_scored
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .model.reward_model import RewardModel
+    from .scoring.scorer import Prepared, Scorer
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def validate_rows(chunk: Chunk, fields: Fields | None) -> tuple[list[int], list[BadRow]]:
+    """Indices of usable rows, and the rows that miss a field or have a wrong type."""
+    good: list[int] = []
+    bad = list(chunk.bad)
+    if fields is None:  # no readable row to detect fields from: nothing to validate
+        return good, bad
+    for i, rec in enumerate(chunk.records):
+        for name in (fields.question, fields.response):
+            if name not in rec:
+                bad.append(BadRow(chunk.locations[i], f"missing field {name!r}", rec))
+                break
+            if not isinstance(rec[name], str):
+                reason = f"field {name!r} must be a string, got {_describe(rec[name])}"
+                bad.append(BadRow(chunk.locations[i], reason, rec))
+                break
+        else:
+            good.append(i)
+    return good, bad
+
+
+@dataclass
+class ChunkResult:
+    table: pa.Table
+    bad: list[BadRow]
+    unique_scored: int = 0
+    index: int = 0
+    n_read: int = 0
+    ran: list[bool] | None = None  # with a shard: the rows whose score it computed
+
+
+@dataclass
+class PreparedChunk:
+    """A chunk after the CPU-side work: validated, extracted, deduplicated and tokenized."""
+
+    chunk: Chunk
+    records: list[dict[str, Any]]
+    bad: list[BadRow]
+    extractions: list[Any]
+    questions: list[str]
+    prepared: Prepared | None = None  # when scoring
+    rows: list[int] = field(default_factory=list)  # positions of ``records`` in the chunk
+
+
+def prepare_chunk(
+    chunk: Chunk,
+    fields: Fields | None,
+    options: RowOptions,
+    scorer: Scorer | None,
+    on_bad_row: OnBadRow = OnBadRow.error,
+) -> PreparedChunk:
+    """Validate, extract and tokenize one chunk (no model forward: can run ahead in a thread)."""
+    from .extract import extract_code
+
+    good, bad = validate_rows(chunk, fields)
+    bad.sort(key=location_order)  # report and set aside in file order
+    if bad and on_bad_row == OnBadRow.error:
+        raise BadRowError(bad[0].location, bad[0].reason)
+    records = [chunk.records[i] for i in good]
+    if not records:
+        return PreparedChunk(chunk, [], bad, [], [], None, [])
+    assert fields is not None
+    extractions = [extract_code(r[fields.response], str(options.extract)) for r in records]
+    questions = [r[fields.question] for r in records]
+    prepared = None
+    if options.score:
+        if scorer is None:
+            raise ValueError("scoring requested without a scorer")
+        prepared = scorer.prepare(questions, [e.code for e in extractions])
+    return PreparedChunk(chunk, records, bad, extractions, questions, prepared, good)
+
+
+def finish_chunk(
+    pc: PreparedChunk,
+    options: RowOptions,
+    scorer: Scorer | None,
+    progress: Progress | None = None,
+    shard: tuple[int, int] | None = None,
+) -> ChunkResult:
+    """Run the model on a prepared chunk and build its output table, rows in input order.
+
+    ``shard=(k, n)``: run only the k-th of n shares of the chunk's forward passes (see
+    Scorer.run); a row's score is then null unless ``ran`` says this shard computed it.
+    """
+    import pyarrow as pa
+
+    records, extractions = pc.records, pc.extractions
+    replace = looks_scored(records[0].keys()) if records else False
+    table = input_table(records, replace)
+    n = len(records)
+    cols: dict[str, pa.Array] = {
+        "code": pa.array([e.code for e in extractions], pa.string()),
+        "code_valid": pa.array([e.valid for e in extractions], pa.bool_()),
+        "extract_method": pa.array([e.method for e in extractions], pa.string()),
+        "n_code_blocks": pa.array([e.n_blocks for e in extractions], pa.int32()),
+    }
+    unique = 0
+    ran = None
+    if options.score:
+        from .scoring.scorer import PairScores
+
+        tick = (lambda k, t: progress.advance(k, t)) if progress else None
+        res = scorer.run(pc.prepared, progress=tick, shard=shard) if n else PairScores.empty()
+        unique, ran = res.unique_scored, res.ran
+        if progress:
+            # Rows not run through the model (duplicates, no code, other shards') count too.
+            progress.advance(n - res.ticked, 0)
+        # A program too long to score whole is not scored at all: flagged, reward 0.
+        valid = [e.valid and not res.too_long[i] for i, e in enumerate(extractions)]
+        cols["code_valid"] = pa.array(valid, pa.bool_())
+        cols["score"] = pa.array(res.score, pa.float64())
+        cols["reward"] = pa.array(
+            [
+                shape_reward(s, v, str(options.shaping))
+                for s, v in zip(res.score, valid, strict=True)
+            ],
+            pa.float64(),
+        )
+        cols["n_tokens"] = pa.array(res.n_tokens, pa.int64())
+        cols["truncated"] = pa.array(res.truncated, pa.bool_())
+    elif progress:
+        progress.advance(n, 0)
+    for name, arr in cols.items():
+        table = (
+            table.append_column(name, arr) if table.num_columns or n == 0 else pa.table({name: arr})
+        )
+    return ChunkResult(table, pc.bad, unique, pc.chunk.index, pc.chunk.n_read, ran)
+
+
+def process_chunk(
+    chunk: Chunk,
+    fields: Fields | None,
+    options: RowOptions,
+    scorer: Scorer | None,
+    on_bad_row: OnBadRow = OnBadRow.error,
+    progress: Progress | None = None,
+) -> ChunkResult:
+    """Validate, extract and (optionally) score one chunk; rows keep their input order."""
+    prepared = prepare_chunk(chunk, fields, options, scorer, on_bad_row)
+    return finish_chunk(prepared, options, scorer, progress)
+
+
+_LAST_NUMBER = re.compile(r"(\d+)\D*$")
+
+
+def location_order(bad: BadRow) -> int:
+    """Sort key putting a chunk's bad rows in file order."""
+    # The line/row number is the location's last number ("f.jsonl:17", "f.parquet row 17",
+    # "f.json[17]"); a chunk never spans two files.
+    match = _LAST_NUMBER.search(bad.location)
+    return int(match.group(1)) if match else 0
+
+
+def row_provenance(options: RowOptions, question_field: str, response_field: str) -> dict[str, str]:
+    """Parquet schema metadata: how the rows were made."""
+    return {
+        "codescaler.version": __version__,
+        "codescaler.extract": str(options.extract),
+        "codescaler.shaping": str(options.shaping),
+        "codescaler.question_field": question_field,
+        "codescaler.response_field": response_field,
+    }
+
+
+def model_provenance(rm: RewardModel, max_length: int) -> dict[str, str]:
+    """Parquet schema metadata: the model that scored the rows."""
+    from .model.load import dtype_name
+
+    return {
+        "codescaler.model": rm.name,
+        "codescaler.revision": rm.revision or "",
+        "codescaler.commit": rm.commit or "",
+        "codescaler.dtype": dtype_name(rm.dtype),
+        "codescaler.max_length": str(max_length),
+    }
+
+
+def summarize_chunk(summary: RunSummary, result: ChunkResult) -> None:
+    t = result.table
+    summary.rows_read += result.n_read
+    summary.rows_written += t.num_rows
+    summary.rejected += len(result.bad)
+    summary.chunks += 1
+    if t.num_rows == 0:
+        return
+    valid = t.column("code_valid").to_pylist()
+    summary.invalid += sum(1 for v in valid if not v)
+    for m in t.column("extract_method").to_pylist():
+        summary.methods[m] = summary.methods.get(m, 0) + 1
+    if "score" in t.column_names:
+        scored = sum(1 for s in t.column("score").to_pylist() if s is not None)
+        summary.scored += scored
+        summary.unique_scored += result.unique_scored
+        summary.deduplicated += scored - result.unique_scored
+        summary.truncated += sum(1 for v in t.column("truncated").to_pylist() if v)
+
+
+def default_rejected_path(output: str, specs: list[InputSpec]) -> str:
+    if output != "-":
+        base = output.rstrip("/" + os.sep) or output
+        for suffix in (".parquet", ".pq", ".jsonl", ".json", ".ndjson"):
+            if base.lower().endswith(suffix):
+                base = base[: -len(suffix)]
+                break
+        return base + ".rejected.jsonl"
+    first = next((s.path for s in specs if s.is_file), None)
+    if first:
+        return os.path.splitext(first)[0] + ".rejected.jsonl"
+    return "codescaler.rejected.jsonl"
+
+
+def rejected_rows(bad: Sequence[BadRow]) -> list[dict[str, Any]]:
+    """The rejected-rows file's records: where, why, and the raw row."""
+    return [{"location": b.location, "reason": b.reason, "row": b.raw} for b in bad]

@@ -1,0 +1,1 @@
+"""Whole-file tasks built on the scoring run: rerank and eval-pairs."""

@@ -1,0 +1,1 @@
+"""Test helpers: the model card's reference scoring, scoring candidates, CLI arguments."""

@@ -1,0 +1,59 @@
+"""``codescaler`` with test hooks, run as a script in a subprocess:
+
+    python tests/support/hooked_cli.py score ...
+
+Environment:
+- ``CODESCALER_TEST_LOG=PATH``: append one JSON line per chunk scored here:
+  ``{"chunk": index, "forward_calls": passes the chunk took}``.
+- ``CODESCALER_TEST_BLOCK_AFTER=N``: after the N-th finished chunk is checkpointed, create
+  ``CODESCALER_TEST_SIGNAL`` (a path) and block until killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from codescaler_cli.engines import local
+from codescaler_cli.io.checkpoint import PartialRun
+
+log = os.environ.get("CODESCALER_TEST_LOG")
+block_after = int(os.environ.get("CODESCALER_TEST_BLOCK_AFTER", "0"))
+
+if log:
+    real_finish = local.finish_chunk
+
+    def finish_chunk(prepared, options, scorer, *args, **kwargs):
+        before = scorer.rm.forward_calls
+        result = real_finish(prepared, options, scorer, *args, **kwargs)
+        with open(log, "a", encoding="utf-8") as fh:
+            calls = scorer.rm.forward_calls - before
+            fh.write(json.dumps({"chunk": prepared.chunk.index, "forward_calls": calls}) + "\n")
+        return result
+
+    local.finish_chunk = finish_chunk
+
+if block_after:
+    real_write = PartialRun.write_part
+    written = []
+
+    def write_part(self, index, *args, **kwargs):
+        real_write(self, index, *args, **kwargs)
+        written.append(index)
+        if len(written) >= block_after:
+            Path(os.environ["CODESCALER_TEST_SIGNAL"]).touch()
+            while True:
+                time.sleep(60)
+
+    PartialRun.write_part = write_part
+
+if __name__ == "__main__":
+    from codescaler_cli.cli import main
+
+    sys.argv[0] = "codescaler"
+    main()
