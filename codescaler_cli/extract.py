@@ -20,10 +20,12 @@ Modes
 ``none``
     The response itself, for inputs that are already code.
 
-Every mode first turns CRLF / lone CR into LF (flag ``crlf``): line endings are
-a storage artifact, and the returned code always uses ``\\n``. In ``paper`` and
-``last`` nothing else is touched, so on LF text they return exactly what the
-authors' functions return.
+``auto`` and ``last`` first turn CRLF / lone CR into LF (flag ``crlf``): line
+endings are a storage artifact, and their code always uses ``\\n``. ``paper`` and
+``none`` see the response as it is: ``paper`` returns exactly what the authors'
+function returns on any input (their regex needs ``\\n`` after a fence, so a CRLF
+response has no code in ``paper`` mode), and ``none`` is verbatim. ``last`` touches
+nothing else, so on LF text it returns exactly what the authors' function returns.
 
 Validity (``valid``) means the code is non-empty and tree-sitter parses it with
 no ERROR / MISSING node; in ``paper`` mode it means exactly ``ast.parse``
@@ -593,6 +595,8 @@ def _verbatim(text: str, flags: list[str]) -> Extraction:
 
 
 _MODES = {"auto": _auto, "paper": _paper, "last": _last, "none": _verbatim}
+# Modes that read line endings as LF; paper and none take the response as it is.
+_NORMALISED = ("auto", "last")
 
 
 def extract_code(response: str, mode: str = "auto") -> Extraction:
@@ -618,4 +622,6 @@ def extract_code(response: str, mode: str = "auto") -> Extraction:
             f"unknown extract mode {mode!r}; expected one of {', '.join(EXTRACT_MODES)}"
         )
     flags: list[str] = []
-    return handler(_normalise_newlines(response, flags), flags)
+    if mode in _NORMALISED:
+        response = _normalise_newlines(response, flags)
+    return handler(response, flags)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,15 @@ import pytest
 _REPO_ROOT = str(Path(__file__).resolve().parents[1])
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
+
+# What the tests make (saved datasets' caches, transformers' dynamic modules) goes to a
+# temporary directory, never the user's home cache. Set before datasets/transformers are
+# imported: they read these once. The hub cache is left alone (tests never download; the
+# real-model test looks for weights there).
+_CACHE = tempfile.mkdtemp(prefix="codescaler-tests-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "datasets")
+os.environ["HF_MODULES_CACHE"] = os.path.join(_CACHE, "modules")
 
 
 @pytest.fixture(scope="session")

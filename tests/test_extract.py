@@ -28,7 +28,7 @@ CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "res
 
 
 def _lf(text: str) -> str:
-    # Every mode normalises line endings first; the authors' rules then apply verbatim.
+    # auto and last normalise line endings first; paper and none take the text as it is.
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -49,7 +49,7 @@ def _authors_ast_ok(code: str) -> bool:
 
 def authors_paper(response: str) -> str:
     """Training extractor: exactly one block, stripped, must pass ast.parse; else ""."""
-    blocks = _authors_blocks(_lf(response))
+    blocks = _authors_blocks(response)
     if len(blocks) != 1:
         return ""
     code = blocks[0].strip()
@@ -68,7 +68,8 @@ def check_invariants(response: str, mode: str, result: Extraction) -> None:
     assert METHODS.fullmatch(result.method), result.method
     assert result.n_blocks >= 0
     assert isinstance(result.flags, tuple) and all(isinstance(f, str) for f in result.flags)
-    assert "\r" not in result.code
+    if mode in ("auto", "last"):
+        assert "\r" not in result.code
     assert (result.code == "") == (result.method == "none")
     if result.valid:
         assert result.code.strip()
@@ -80,7 +81,7 @@ def check_invariants(response: str, mode: str, result: Extraction) -> None:
     if mode == "last":
         assert result.code == authors_last(response)
     if mode == "none" and result.code:
-        assert result.code == _lf(response)
+        assert result.code == response
 
 
 # ------------------------------------------------------------------ fixture cases
@@ -148,7 +149,8 @@ PAPER_CASES = [
         2,
         ("multiple_blocks",),
     ),
-    ("crlf", f"```python\r\n{ADD}\r\n```", ADD, "fence:python", 1, ("crlf",)),
+    # The authors' regex needs "\n" right after the fence's tag: CRLF text has no block.
+    ("crlf", f"```python\r\n{ADD}\r\n```", "", "none", 0, ("no_block",)),
 ]
 
 
@@ -190,10 +192,15 @@ def test_last_mode() -> None:
 def test_none_mode_is_verbatim() -> None:
     assert extract_code(ADD + "\n", "none") == Extraction(ADD + "\n", True, "verbatim", 0, ())
     assert extract_code(ADD_BLOCK, "none") == Extraction(ADD_BLOCK, False, "verbatim", 0, ())
-    assert extract_code("x = 1\r\n", "none") == Extraction(
-        "x = 1\n", True, "verbatim", 0, ("crlf",)
-    )
+    assert extract_code("x = 1\r\n", "none") == Extraction("x = 1\r\n", True, "verbatim", 0, ())
     assert extract_code("  \n", "none") == Extraction("", False, "none", 0, ())
+
+
+def test_crlf_is_read_as_lf_by_auto_and_last_only() -> None:
+    crlf = f"Solution:\n```python\n{ADD}\n```\n".replace("\n", "\r\n")
+    assert extract_code(crlf, "paper") == Extraction("", False, "none", 0, ("no_block",))
+    assert extract_code(crlf, "auto").code == extract_code(crlf, "last").code == ADD
+    assert extract_code(crlf, "none").code == crlf
 
 
 # ------------------------------------------------------------- helpers and errors

@@ -198,14 +198,14 @@ def _peak_rss_mb(args: list[str]) -> float:
 
 
 def test_peak_memory_does_not_grow_with_rows(tiny_model_dir, tmp_path):
-    """4x the rows (each carrying 16 KB of pass-through data) must not raise peak RSS:
+    """4x the rows (each carrying 32 KB of pass-through data) must not raise peak RSS:
     rows stream through in chunks, and the final merge streams the parts."""
     small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
-    _write_input(small, 1000, payload=16384)
-    _write_input(big, 4000, payload=16384)  # ~66 MB of input
+    _write_input(small, 500, payload=32768)
+    _write_input(big, 2000, payload=32768)  # ~66 MB of input
     opts = ["--chunk-size", "250", "--no-prefix-reuse"]
     rss_small = _peak_rss_mb(_cmd(small, tmp_path / "s.parquet", tiny_model_dir, *opts))
     rss_big = _peak_rss_mb(_cmd(big, tmp_path / "b.parquet", tiny_model_dir, *opts))
-    assert pq.read_metadata(tmp_path / "b.parquet").num_rows == 4000
+    assert pq.read_metadata(tmp_path / "b.parquet").num_rows == 2000
     # Loading all rows would add ~66 MB of Python strings (several times that as dicts/Arrow).
     assert rss_big < rss_small + 40, (rss_small, rss_big)

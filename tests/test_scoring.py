@@ -30,20 +30,13 @@ def test_lengths_really_differ(rm):
     assert min(lengths) < 80 and max(lengths) > 1200
 
 
-@pytest.mark.parametrize("budget", [64, 700, 4096, 10**6])
 @pytest.mark.parametrize(("prefix_reuse", "pack"), PATHS)
-@pytest.mark.parametrize("trim", [True, False])
-@pytest.mark.parametrize("streams", [1, 3])
-def test_matches_single_candidate_reference(
-    rm, reference, budget, prefix_reuse, pack, trim, streams
-):
+@pytest.mark.parametrize("budget", [64, 4096])
+def test_matches_single_candidate_reference(rm, reference, budget, prefix_reuse, pack):
+    """fp32: each path's rounding stays within 1e-5 of the card's path on each candidate
+    alone (float64 below proves every path's arithmetic on the whole option grid)."""
     res, scorer = _score(
-        rm,
-        max_tokens_per_batch=budget,
-        prefix_reuse=prefix_reuse,
-        pack_groups=pack,
-        trim_last_layer=trim,
-        streams=streams,
+        rm, max_tokens_per_batch=budget, prefix_reuse=prefix_reuse, pack_groups=pack, streams=3
     )
     assert all(s is not None for s in res.score)
     diff = max(abs(a - b) for a, b in zip(res.score, reference, strict=True))
@@ -169,10 +162,11 @@ def _oom_when_wider_than(rm, monkeypatch, limit):
 
 
 @pytest.mark.parametrize(("prefix_reuse", "pack"), PATHS)
-@pytest.mark.parametrize("streams", [1, 2])
 def test_out_of_memory_halves_batches_and_keeps_scores(
-    rm, reference, monkeypatch, prefix_reuse, pack, streams
+    rm, reference, monkeypatch, prefix_reuse, pack
 ):
+    """Two streams share the budget while it is halved."""
+    streams = 2
     calls = _oom_when_wider_than(rm, monkeypatch, 500)
     res, scorer = _score(
         rm,

@@ -6,20 +6,22 @@ from typing import Annotated
 
 from ..config import ModelOptions, RowOptions, RunOptions, ScoringOptions
 from .gate import FailUnder, check_gate, check_threshold
-from .options import (
-    INPUT,
-    OUTPUT,
+from .groups import (
     EngineChoice,
-    MetricsJson,
-    Quiet,
     Source,
     engine_options,
     model_options,
-    option,
     pair_row_options,
     scoring_options,
     sources,
     uses,
+)
+from .options import (
+    INPUT,
+    OUTPUT,
+    MetricsJson,
+    Quiet,
+    option,
 )
 
 

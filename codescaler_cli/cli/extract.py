@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from ..config import RowOptions
-from .options import (
-    Output,
-    Quiet,
+from .groups import (
     Robustness,
     Source,
-    SummaryJson,
     extract_row_options,
     robustness,
     sources,
     uses,
+)
+from .options import (
+    Output,
+    Quiet,
+    SummaryJson,
 )
 
 

@@ -6,23 +6,25 @@ from typing import Annotated
 
 from ..config import ModelOptions, RankBy, RowOptions, RunOptions, ScoringOptions
 from .gate import FailUnder, check_gate, check_threshold
-from .options import (
-    INPUT,
-    OUTPUT,
-    ChunkSize,
+from .groups import (
     EngineChoice,
-    MetricsJson,
-    Output,
-    Quiet,
     Source,
     engine_options,
-    flag,
     model_options,
-    option,
     row_options,
     scoring_options,
     sources,
     uses,
+)
+from .options import (
+    INPUT,
+    OUTPUT,
+    ChunkSize,
+    MetricsJson,
+    Output,
+    Quiet,
+    flag,
+    option,
 )
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from ..config import ModelOptions, RowOptions, ScoringOptions
-from .options import (
+from .groups import (
     EngineChoice,
-    Output,
-    Quiet,
     Robustness,
     Source,
-    SummaryJson,
     engine_options,
     model_options,
     robustness,
@@ -17,6 +14,11 @@ from .options import (
     scoring_options,
     sources,
     uses,
+)
+from .options import (
+    Output,
+    Quiet,
+    SummaryJson,
 )
 
 
