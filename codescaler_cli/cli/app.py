@@ -145,7 +145,7 @@ app.command("make-test-model", cls=Command)(handle_errors(make_test_model.make_t
 
 
 def main() -> None:
-    app()
+    app(prog_name="codescaler")
 
 
 if __name__ == "__main__":
