@@ -23,6 +23,22 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DEVICES_HELP = "auto|cpu|cuda|cuda:N|mps"
 
 
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def output_format(path: str) -> str:
+    """``jsonl`` or ``parquet`` for an output path (``-`` is JSON Lines on stdout)."""
+    if path == "-":
+        return "jsonl"
+    lower = path.lower()
+    if lower.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    raise UsageError(f"{path}: unknown output format (use .parquet, .jsonl, or '-' for stdout)")
+
+
 class Choice(str, Enum):
     """A fixed-choice option: compares equal to its value and prints as it."""
 
@@ -164,8 +180,6 @@ class RunOptions:
 
     def validate(self) -> None:
         """Every check that needs no model and no input: exit 2 before any work."""
-        from .io.writers import output_format
-
         _at_least("--chunk-size", self.chunk_size, 1)
         ResumeMode(self.resume)
         OnBadRow(self.on_bad_row)

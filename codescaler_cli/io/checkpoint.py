@@ -14,7 +14,8 @@ import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .writers import atomic_path, output_format, write_jsonl_rows
+from ..config import output_format
+from .writers import atomic_path, write_jsonl_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -9,10 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import JSONL_SUFFIXES, PARQUET_SUFFIXES
 from ..errors import InputError, UsageError
 
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
-PARQUET_SUFFIXES = (".parquet", ".pq")
 HF_PREFIX = "hf://datasets/"
 
 

@@ -10,22 +10,10 @@ import tempfile
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import UsageError
-from .inputs import JSONL_SUFFIXES, PARQUET_SUFFIXES
+from ..config import output_format
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-
-def output_format(path: str) -> str:
-    if path == "-":
-        return "jsonl"
-    lower = path.lower()
-    if lower.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    if lower.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    raise UsageError(f"{path}: unknown output format (use .parquet, .jsonl, or '-' for stdout)")
 
 
 def json_default(value: Any) -> Any:
