@@ -608,7 +608,7 @@ def main() -> None:
             add_row(f"{name}, --compile", opts)
         print_table()
     if not args.no_f64_check:
-        k = 3 * n  # the first three problems
+        k = min(3 * n, len(pairs))  # the first three problems
         diff = f64_check(rm, pairs[:k], args.device)
         print(
             f"float64 check, {k} candidates: all optimisations vs the card's path on each "

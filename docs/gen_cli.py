@@ -17,21 +17,36 @@ WIDTH = 100
 COMMANDS = ["score", "extract", "rerank", "eval-pairs", "make-test-model"]
 
 
-def help_text(*args: str) -> str:
+# Rendered in one child process: Typer reads the terminal width when it is imported.
+_RENDER = """
+import sys
+from typer.testing import CliRunner
+from codescaler_cli.cli import app
+for args in sys.argv[1:]:
+    result = CliRunner().invoke(app, [*args.split(), "--help"], prog_name="codescaler")
+    assert result.exit_code == 0, result.output
+    print(result.stdout, end="\\0")
+"""
+
+
+def help_texts(commands: list[str], width: int = WIDTH) -> list[str]:
+    """The ``--help`` of ``codescaler COMMAND`` for each command ("" for the root)."""
     env = {
         **os.environ,
-        "TERMINAL_WIDTH": str(WIDTH),
-        "COLUMNS": str(WIDTH),
+        "TERMINAL_WIDTH": str(width),
+        "COLUMNS": str(width),
         "NO_COLOR": "1",
         "TERM": "dumb",
         "PYTHONPATH": str(REPO),
     }
-    cmd = [sys.executable, "-m", "codescaler_cli", *args, "--help"]
+    cmd = [sys.executable, "-c", _RENDER, *commands]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return "\n".join(line.rstrip() for line in out.strip("\n").splitlines())
+    texts = out.split("\0")[: len(commands)]
+    return ["\n".join(ln.rstrip() for ln in t.strip("\n").splitlines()) for t in texts]
 
 
 def render() -> str:
+    root, *commands = help_texts(["", *COMMANDS])
     parts = [
         "# Command-line reference",
         "",
@@ -39,11 +54,11 @@ def render() -> str:
         "when this page and the commands disagree.",
         "",
         "```",
-        help_text(),
+        root,
         "```",
     ]
-    for name in COMMANDS:
-        parts += ["", f"## codescaler {name}", "", "```", help_text(name), "```"]
+    for name, text in zip(COMMANDS, commands, strict=True):
+        parts += ["", f"## codescaler {name}", "", "```", text, "```"]
     return "\n".join(parts) + "\n"
 
 

@@ -307,30 +307,25 @@ def test_many_chunks_resume_a_local_run_into_a_directory_of_parts(
     assert not Path(f"{out_dir}.partial").exists()
 
 
-def test_stdout_rows_in_input_order(ray_cluster, tiny_model_dir, tmp_path):
-    src = _write_jsonl(tmp_path / "in.jsonl", _rows(6, 20))
+def test_first_bad_row_fails_like_the_local_engine_after_rows_in_order(
+    ray_cluster, tiny_model_dir, tmp_path
+):
+    """Chunks finish in any order on 2 actors; stdout still gets the rows of the chunks
+    before the first bad row, in input order, then the local engine's error."""
+    rows = [{**r, "response": None} if i in (47, 53) else r for i, r in enumerate(_rows(6, 10))]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)  # 47, 53: the fifth and sixth chunks
     specs = resolve_inputs([str(src)])
     local_out, ray_out = io.StringIO(), io.StringIO()
-    _local(specs, _cfg(tiny_model_dir, "-", chunk_size=16), stdout=local_out)
-    _ray(specs, _cfg(tiny_model_dir, "-", chunk_size=16), stdout=ray_out)
+    with pytest.raises(BadRowError) as local_err:
+        _local(specs, _cfg(tiny_model_dir, "-", chunk_size=10), stdout=local_out)
+    with pytest.raises(BadRowError) as ray_err:
+        _ray(specs, _cfg(tiny_model_dir, "-", chunk_size=10), stdout=ray_out)
+    assert str(ray_err.value) == str(local_err.value)
+    assert str(ray_err.value).endswith(":48: field 'response' must be a string, got null")
     local_rows = [json.loads(line) for line in local_out.getvalue().splitlines()]
     ray_rows = [json.loads(line) for line in ray_out.getvalue().splitlines()]
-    assert len(local_rows) == 120
+    assert len(local_rows) == 40  # the four chunks before the bad row
     _assert_same_rows(local_rows, ray_rows)
-
-
-def test_first_bad_row_fails_like_the_local_engine(ray_cluster, tiny_model_dir, tmp_path):
-    rows = [{**r, "response": None} if i in (27, 33) else r for i, r in enumerate(_rows(4, 10))]
-    src = _write_jsonl(tmp_path / "in.jsonl", rows)  # 27, 33: the third and fourth chunks
-    specs = resolve_inputs([str(src)])
-    with pytest.raises(BadRowError) as local_err:
-        _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", chunk_size=10))
-    with pytest.raises(BadRowError) as ray_err:
-        _ray(specs, _cfg(tiny_model_dir, tmp_path / "ray.parquet", chunk_size=10))
-    assert str(ray_err.value) == str(local_err.value)
-    assert str(ray_err.value).endswith(":28: field 'response' must be a string, got null")
-    assert not (tmp_path / "ray.parquet").exists()
-    assert not (tmp_path / "ray.parquet.partial").exists()
 
 
 # ---------------------------------------------------------------- interruption

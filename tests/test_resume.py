@@ -59,8 +59,8 @@ def _log(path: Path) -> dict[int, int]:
 
 def test_sigkill_then_resume_gives_identical_output(tiny_model_dir, tmp_path):
     src = tmp_path / "in.jsonl"
-    _write_input(src, 240)
-    opts = ("--chunk-size", "30", "--max-tokens-per-batch", "300", "--no-prefix-reuse")
+    _write_input(src, 120)
+    opts = ("--chunk-size", "15", "--max-tokens-per-batch", "300", "--no-prefix-reuse")
     # Reference: one uninterrupted run, logging each chunk's forward passes.
     ref_out, ref_log = tmp_path / "ref.parquet", tmp_path / "ref.log"
     env = {**os.environ, "CODESCALER_TEST_LOG": str(ref_log)}
@@ -198,14 +198,14 @@ def _peak_rss_mb(args: list[str]) -> float:
 
 
 def test_peak_memory_does_not_grow_with_rows(tiny_model_dir, tmp_path):
-    """4x the rows (each carrying 32 KB of pass-through data) must not raise peak RSS:
+    """4x the rows (each carrying 64 KB of pass-through data) must not raise peak RSS:
     rows stream through in chunks, and the final merge streams the parts."""
     small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
-    _write_input(small, 500, payload=32768)
-    _write_input(big, 2000, payload=32768)  # ~66 MB of input
-    opts = ["--chunk-size", "250", "--no-prefix-reuse"]
+    _write_input(small, 250, payload=65536)
+    _write_input(big, 1000, payload=65536)  # ~66 MB of input
+    opts = ["--chunk-size", "125", "--no-prefix-reuse"]
     rss_small = _peak_rss_mb(_cmd(small, tmp_path / "s.parquet", tiny_model_dir, *opts))
     rss_big = _peak_rss_mb(_cmd(big, tmp_path / "b.parquet", tiny_model_dir, *opts))
-    assert pq.read_metadata(tmp_path / "b.parquet").num_rows == 2000
+    assert pq.read_metadata(tmp_path / "b.parquet").num_rows == 1000
     # Loading all rows would add ~66 MB of Python strings (several times that as dicts/Arrow).
     assert rss_big < rss_small + 40, (rss_small, rss_big)
