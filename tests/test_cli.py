@@ -250,6 +250,36 @@ def test_help_does_not_import_torch():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_bad_option_values_exit_2_before_torch_loads_and_write_nothing(tmp_path):
+    """Typos in choices and out-of-range numbers are refused by the options themselves: one
+    line, exit 2, torch never imported, no output and no OUT.partial/."""
+    out = tmp_path / "o.parquet"
+    cases = [
+        (["--extract", "foo"], "'foo' is not one of 'auto', 'paper', 'last', 'none'"),
+        (["--max-tokens-per-batch", "0"], "--max-tokens-per-batch must be at least 1, got 0"),
+        (["--max-tokens-per-batch", "-5"], "--max-tokens-per-batch must be at least 1, got -5"),
+        (["--streams", "0"], "--streams must be at least 1"),
+        (["--device", "tpu"], "--device 'tpu'"),
+        (["--dtype", "float8"], "'float8' is not one of"),
+    ]
+    code = (
+        "import sys, json\n"
+        "from typer.testing import CliRunner\n"
+        "from codescaler_cli.cli import app\n"
+        "for extra, needle in json.loads(sys.argv[1]):\n"
+        f"    r = CliRunner().invoke(app, ['score', {str(SAMPLE)!r}, '-o', {str(out)!r}, *extra])\n"
+        "    err = r.stderr.strip()\n"
+        "    assert r.exit_code == 2 and len(err.splitlines()) == 1, (extra, r.exit_code, err)\n"
+        "    assert err.startswith('codescaler: error: ') and needle in err, (extra, err)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(cases)], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_extract_command_never_imports_torch(tmp_path):
     out = tmp_path / "e.parquet"
     code = (
