@@ -308,3 +308,18 @@ def test_python_api_matches_cli(scored, tiny_model_dir):
     for a, b in zip(got, expected, strict=True):
         assert a["code"] == b["code"]
         assert (a["score"] is None and b["score"] is None) or abs(a["score"] - b["score"]) <= TOL
+
+
+def test_make_test_model_then_score_offline(tmp_path):
+    """The documented way to try codescaler without the weights."""
+    model = tmp_path / "tiny"
+    made = runner.invoke(app, ["make-test-model", str(model), "--layers", "1", "--seed", "3"])
+    assert made.exit_code == 0, made.output
+    assert (model / "config.json").is_file() and (model / "model.safetensors").is_file()
+    out = tmp_path / "s.parquet"
+    scored = runner.invoke(app, ["score", str(SAMPLE), "-o", str(out), "--model", str(model), "-q"])
+    assert scored.exit_code == 0, scored.output
+    table = pq.read_table(out)
+    assert table.num_rows == 17 and table.column("score").null_count < 17
+    bad = runner.invoke(app, ["make-test-model", str(tmp_path / "x"), "--hidden-size", "6"])
+    assert bad.exit_code == 2 and "--hidden-size" in bad.stderr
