@@ -130,7 +130,7 @@ def finish_chunk(
 
     records, extractions = pc.records, pc.extractions
     replace = looks_scored(records[0].keys()) if records else False
-    table = input_table(records, replace)
+    table = input_table(records, replace, pc.chunk.schema)
     n = len(records)
     cols: dict[str, pa.Array] = {
         "code": pa.array([e.code for e in extractions], pa.string()),

@@ -13,10 +13,9 @@ from typer.testing import CliRunner
 
 from codescaler_cli.cli import app
 from codescaler_cli.errors import InputError, UsageError
-from codescaler_cli.io.checkpoint import conform, unify
 from codescaler_cli.io.inputs import fingerprint_inputs, resolve_inputs
 from codescaler_cli.io.readers import iter_chunks
-from codescaler_cli.tables import records_to_table
+from codescaler_cli.tables import conform, json_columns, records_to_table, unify_parts
 
 runner = CliRunner()
 
@@ -100,18 +99,19 @@ def test_fingerprint_changes_with_content(tmp_path):
     assert fingerprint_inputs(specs) != before
 
 
-def test_mixed_json_types_become_text_not_errors():
+def test_mixed_json_types_become_json_text_not_errors():
     t = records_to_table([{"a": 1, "b": "x"}, {"a": "one", "b": "y"}, {"a": [1], "b": None}])
-    assert t.column("a").to_pylist() == ["1", "one", "[1]"]
+    assert t.column("a").to_pylist() == ["1", '"one"', "[1]"]  # every value as JSON
     assert t.column("b").to_pylist() == ["x", "y", None]
+    assert json_columns(t.schema) == ["a"]
 
 
 def test_schema_drift_between_chunks_is_unified():
     a = pa.table({"x": pa.array([None, None], pa.null()), "y": [1, 2]})
     b = pa.table({"x": ["s", "t"], "z": [1.5, 2.5]})
     c = pa.table({"y": [[1], [2]]})
-    schema = unify([a.schema, b.schema, c.schema])
-    assert schema.names == ["x", "y", "z"]
+    schema = unify_parts([a.schema, b.schema, c.schema])
+    assert schema.names == ["x", "y", "z"] and json_columns(schema) == ["y"]
     rows = [conform(t, schema).to_pylist() for t in (a, b, c)]
     assert rows[0][0] == {"x": None, "y": "1", "z": None}
     assert rows[1][1] == {"x": "t", "y": None, "z": 2.5}

@@ -28,6 +28,7 @@ from ..stages import (
     row_provenance,
     summarize_chunk,
 )
+from ..tables import json_columns, with_json_columns
 from .base import Engine, Work
 
 
@@ -88,7 +89,10 @@ def run(
                     meta = _metadata(opts, fields, engine, partial)
                 rejected = rejected_rows(result.bad)
                 if partial is not None:
-                    table = result.table.replace_schema_metadata(meta)
+                    table = with_json_columns(
+                        result.table.replace_schema_metadata(meta),
+                        json_columns(result.table.schema),
+                    )
                     info = PartInfo(
                         result.n_read, table.num_rows, len(result.bad), result.unique_scored
                     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import output_format
+from ..tables import conform, decoded_rows, json_columns, unify_parts
 from .writers import atomic_path, write_jsonl_rows
 
 if TYPE_CHECKING:
@@ -119,25 +120,28 @@ class PartialRun:
 
         order = sorted(self.parts)
         schemas = [pq.read_schema(self.part_path(i)) for i in order]
-        schema = unify(schemas).with_metadata(metadata)
+        schema = _merged(schemas, metadata)
         fd, tmp = atomic_path(self.output)
         try:
             if output_format(self.output) == "parquet":
                 os.close(fd)
                 with pq.ParquetWriter(tmp, schema) as writer:
-                    for i in order:
+                    for i, part in zip(order, schemas, strict=True):
+                        names = json_columns(part)
                         pf = pq.ParquetFile(self.part_path(i))
                         for batch in pf.iter_batches(batch_size=8192):
-                            writer.write_table(conform(pa.Table.from_batches([batch]), schema))
+                            table = pa.Table.from_batches([batch])
+                            writer.write_table(conform(table, schema, names))
                     if not order:
                         writer.write_table(schema.empty_table())
             else:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    for i in order:
+                    for i, part in zip(order, schemas, strict=True):
+                        names = json_columns(part)
                         for batch in pq.ParquetFile(self.part_path(i)).iter_batches(
                             batch_size=8192
                         ):
-                            write_jsonl_rows(fh, batch.to_pylist())
+                            write_jsonl_rows(fh, decoded_rows(batch.to_pylist(), names))
             os.replace(tmp, self.output)
         except BaseException:
             if os.path.exists(tmp):
@@ -154,7 +158,7 @@ class PartialRun:
 
         order = sorted(self.parts)
         schemas = [pq.read_schema(self.part_path(i)) for i in order]
-        schema = unify(schemas).with_metadata(metadata)
+        schema = _merged(schemas, metadata)
         os.makedirs(out_dir, exist_ok=True)
         for name in os.listdir(out_dir):  # parts of an earlier run into the same directory
             if name.startswith("part-") and name.endswith(".parquet"):
@@ -163,7 +167,7 @@ class PartialRun:
             src = self.part_path(i)
             dst = os.path.join(out_dir, f"part-{k:05d}.parquet")
             same = s.remove_metadata().equals(schema.remove_metadata())
-            if same and _has_meta(s, metadata):
+            if same and _has_meta(s, _meta(schema)):
                 os.replace(src, dst)  # already as it must be: keep as is
             else:  # another type for some column, or other metadata
                 tmp = dst + ".tmp"
@@ -208,53 +212,16 @@ class PartialRun:
         os.replace(path + ".tmp", path)
 
 
+def _merged(schemas: list[pa.Schema], metadata: dict[str, str]) -> pa.Schema:
+    """The parts' unified schema, with the run's provenance next to its JSON-text columns."""
+    schema = unify_parts(schemas)
+    return schema.with_metadata({**metadata, **_meta(schema)})
+
+
+def _meta(schema: pa.Schema) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+
+
 def _has_meta(schema: pa.Schema, metadata: dict[str, str]) -> bool:
     have = schema.metadata or {}
     return all(have.get(k.encode()) == v.encode() for k, v in metadata.items())
-
-
-def unify(schemas: list[pa.Schema]) -> pa.Schema:
-    """One schema for all parts: union of columns in first-seen order, types promoted."""
-    import pyarrow as pa
-
-    if not schemas:
-        return pa.schema([])
-    try:
-        return pa.unify_schemas(
-            [s.remove_metadata() for s in schemas], promote_options="permissive"
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        # Types that cannot be promoted (e.g. int in one chunk, list in another) become text.
-        fields: dict[str, pa.DataType] = {}
-        for s in schemas:
-            for f in s:
-                if f.name not in fields:
-                    fields[f.name] = f.type
-                elif fields[f.name] != f.type and not pa.types.is_null(f.type):
-                    fields[f.name] = f.type if pa.types.is_null(fields[f.name]) else pa.string()
-        return pa.schema(list(fields.items()))
-
-
-def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Reorder/add/cast columns so a part matches the unified schema."""
-    import pyarrow as pa
-
-    cols = []
-    for f in schema:
-        if f.name in table.column_names:
-            col = table.column(f.name)
-            if col.type != f.type:
-                if pa.types.is_string(f.type) and not pa.types.is_string(col.type):
-                    col = pa.array(
-                        [
-                            None if v is None else json.dumps(v, ensure_ascii=False, default=str)
-                            for v in col.to_pylist()
-                        ],
-                        pa.string(),
-                    )
-                else:
-                    col = col.cast(f.type)
-            cols.append(col)
-        else:
-            cols.append(pa.nulls(table.num_rows, f.type))
-    return pa.Table.from_arrays(cols, schema=schema)

@@ -32,6 +32,7 @@ class Chunk:
     records: list[dict[str, Any]]
     locations: list[str]
     bad: list[BadRow] = field(default_factory=list)
+    schema: Any = None  # the rows' Arrow schema, for inputs read from Arrow (Parquet, datasets)
 
     @property
     def n_read(self) -> int:
@@ -57,8 +58,8 @@ def iter_chunks(
             it = _parquet_chunks(spec.path, chunk_size)
         else:
             it = _hf_chunks(spec, chunk_size)
-        for records, locations, bad in it:
-            yield Chunk(index, records, locations, bad)
+        for records, locations, bad, *schema in it:
+            yield Chunk(index, records, locations, bad, *schema)
             index += 1
 
 
@@ -190,7 +191,7 @@ def _parquet_chunks(path: str, chunk_size: int) -> Iterator[tuple[list, list, li
         records = batch.to_pylist()
         locations = [f"{path} row {row + i}" for i in range(len(records))]
         row += len(records)
-        yield records, locations, []
+        yield records, locations, [], batch.schema
 
 
 def _hf_chunks(spec: InputSpec, chunk_size: int) -> Iterator[tuple[list, list, list]]:
@@ -224,7 +225,7 @@ def _hf_chunks(spec: InputSpec, chunk_size: int) -> Iterator[tuple[list, list, l
         records = batch.to_pylist()
         locations = [f"{name}[{spec.split}] row {row + i}" for i in range(len(records))]
         row += len(records)
-        yield records, locations, []
+        yield records, locations, [], batch.schema
 
 
 def count_rows(specs: list[InputSpec]) -> int | None:

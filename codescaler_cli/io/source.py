@@ -183,4 +183,4 @@ def read_piece(piece: Piece) -> Chunk:
     table = pf.read_row_groups(groups).slice(piece.start - (first or 0), piece.stop - piece.start)
     records = table.to_pylist()
     locations = [f"{piece.path} row {piece.start + i}" for i in range(len(records))]
-    return Chunk(0, records, locations)
+    return Chunk(0, records, locations, schema=table.schema)

@@ -11,17 +11,10 @@ from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING, Any
 
 from ..config import output_format
+from ..tables import decoded_rows, json_columns, json_default
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-
-def json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
 
 
 def dumps_row(row: dict[str, Any]) -> str:
@@ -32,6 +25,11 @@ def write_jsonl_rows(fh: IO[str], rows: Iterable[dict[str, Any]]) -> None:
     for row in rows:
         fh.write(dumps_row(row))
         fh.write("\n")
+
+
+def table_rows(table: pa.Table) -> Any:
+    """A table's rows as JSON values: JSON-text columns give back what they hold."""
+    return decoded_rows(table.to_pylist(), json_columns(table.schema))
 
 
 def atomic_path(path: str) -> tuple[int, str]:
@@ -54,7 +52,7 @@ def write_table_atomic(table: Any, path: str, metadata: dict[str, str] | None = 
             pq.write_table(table, tmp)
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                write_jsonl_rows(fh, table.to_pylist())
+                write_jsonl_rows(fh, table_rows(table))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -95,7 +93,7 @@ class StdoutWriter:
         self.pending[index] = (table, rejected)
         while self.next in self.pending:
             table, rejected = self.pending.pop(self.next)
-            for row in table.to_pylist():
+            for row in table_rows(table):
                 self.out.write(dumps_row(row) + "\n")
             self.out.flush()
             if rejected:
