@@ -199,7 +199,7 @@ class RunOptions:
             "on_bad_row": str(self.on_bad_row),
         }
         if self.rows.score:
-            fp["max_length"] = self.scoring.max_length
+            fp["scoring"] = _plain(asdict(self.scoring))  # batching changes the last bits
         return fp
 
 

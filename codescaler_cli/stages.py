@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .config import OnBadRow, RowOptions
 from .errors import BadRowError
+from .extract import Extraction, extract_code
 from .fields import Fields
 from .io.inputs import InputSpec
-from .io.readers import BadRow, Chunk
+from .io.jsonl import BadRow
+from .io.readers import Chunk
 from .progress import Progress, RunSummary
 from .shaping import shape_reward
 from .tables import input_table, looks_scored
@@ -84,6 +86,11 @@ class PreparedChunk:
     questions: list[str]
     prepared: Prepared | None = None  # when scoring
     rows: list[int] = field(default_factory=list)  # positions of ``records`` in the chunk
+    oversize: list[bool] = field(default_factory=list)  # responses too long to ever fit
+
+
+# A response longer than any conversation that fits: not extracted, flagged truncated.
+TOO_LONG = Extraction("", False, "too_long", 0, ("too_long",))
 
 
 def prepare_chunk(
@@ -94,24 +101,28 @@ def prepare_chunk(
     on_bad_row: OnBadRow = OnBadRow.error,
 ) -> PreparedChunk:
     """Validate, extract and tokenize one chunk (no model forward: can run ahead in a thread)."""
-    from .extract import extract_code
-
     good, bad = validate_rows(chunk, fields)
     bad.sort(key=location_order)  # report and set aside in file order
     if bad and on_bad_row == OnBadRow.error:
         raise BadRowError(bad[0].location, bad[0].reason)
     records = [chunk.records[i] for i in good]
     if not records:
-        return PreparedChunk(chunk, [], bad, [], [], None, [])
+        return PreparedChunk(chunk, [], bad, [], [], None, [], [])
     assert fields is not None
-    extractions = [extract_code(r[fields.response], str(options.extract)) for r in records]
+    limit = scorer.max_response_chars if options.score and scorer is not None else None
+    responses = [r[fields.response] for r in records]
+    oversize = [limit is not None and len(text) > limit for text in responses]
+    extractions = [
+        TOO_LONG if big else extract_code(text, str(options.extract))
+        for text, big in zip(responses, oversize, strict=True)
+    ]
     questions = [r[fields.question] for r in records]
     prepared = None
     if options.score:
         if scorer is None:
             raise ValueError("scoring requested without a scorer")
         prepared = scorer.prepare(questions, [e.code for e in extractions])
-    return PreparedChunk(chunk, records, bad, extractions, questions, prepared, good)
+    return PreparedChunk(chunk, records, bad, extractions, questions, prepared, good, oversize)
 
 
 def finish_chunk(
@@ -161,7 +172,8 @@ def finish_chunk(
             pa.float64(),
         )
         cols["n_tokens"] = pa.array(res.n_tokens, pa.int64())
-        cols["truncated"] = pa.array(res.truncated, pa.bool_())
+        truncated = [t or o for t, o in zip(res.truncated, pc.oversize, strict=True)]
+        cols["truncated"] = pa.array(truncated, pa.bool_())
     elif progress:
         progress.advance(n, 0)
     for name, arr in cols.items():

@@ -190,7 +190,7 @@ def test_output_equal_to_input(tiny_model_dir, tmp_path):
     src.write_bytes(_line(GOOD))
     before = src.read_bytes()
     _assert_clean_failure(
-        _invoke(["score", str(src), "-o", str(src)], tiny_model_dir), 2, "same as an input"
+        _invoke(["score", str(src), "-o", str(src)], tiny_model_dir), 2, "is an input"
     )
     assert src.read_bytes() == before
 

@@ -81,12 +81,13 @@ def eval_pairs(
     check_threshold(fail_under)
     opts = RunOptions(output or "", rows, model, scoring)
     result = run_eval_pairs(
-        source.specs(),
+        source.specs(output or "", metrics_json),
         opts,
         chosen_field=chosen_field,
         rejected_field=rejected_field,
         engine=engine.factory(),
         progress=RichProgress("scoring pairs", quiet=quiet),
+        side_outputs={"--metrics-json": metrics_json},
     )
     if not quiet:
         print_pair_metrics(result.metrics)

@@ -33,7 +33,12 @@ def extract(
     from .display import RichProgress, print_summary
 
     opts = robust.run_options(output, rows)
-    summary = run(source.specs(), opts, progress=RichProgress("extracting", quiet=quiet))
+    summary = run(
+        source.specs(output, opts.rejected, summary_json),
+        opts,
+        progress=RichProgress("extracting", quiet=quiet),
+        side_outputs={"--summary-json": summary_json},
+    )
     if not quiet:
         print_summary(summary, "codescaler extract")
     write_json(summary_json, summary.as_dict())

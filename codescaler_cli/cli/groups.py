@@ -67,13 +67,17 @@ class Source:
     dataset: str | None
     split: str
 
-    def specs(self, exclude: tuple[str, ...] = ()) -> list[Any]:
+    def specs(self, output: str, *also_written: str | None) -> list[Any]:
+        """The inputs, never including what this run writes (``output``, its ``.partial/``,
+        ``also_written``) though it may sit in an input directory."""
         from ..io.inputs import resolve_inputs
+        from ..io.paths import run_outputs
 
         if not self.inputs and not self.dataset:
             raise UsageError(
                 "give an INPUT (file, glob, directory, '-' or hf://datasets/NAME) or --dataset"
             )
+        exclude = [*run_outputs(output), *(p for p in also_written if p and p != "-")]
         return resolve_inputs(self.inputs, dataset=self.dataset, split=self.split, exclude=exclude)
 
 

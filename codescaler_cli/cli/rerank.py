@@ -99,7 +99,7 @@ def rerank(
     check_threshold(fail_under)
     opts = RunOptions(output, rows, model, scoring, chunk_size)
     result = run_rerank(
-        source.specs(),
+        source.specs(output, metrics_json),
         opts,
         top_k=0 if all_rows else top_k,
         by=by,
@@ -108,6 +108,7 @@ def rerank(
         rescore=rescore,
         engine=engine.factory(),
         progress=RichProgress("scoring", quiet=quiet),
+        side_outputs={"--metrics-json": metrics_json},
     )
     m = result.metrics
     if not quiet:

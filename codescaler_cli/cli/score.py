@@ -49,10 +49,11 @@ def score(
     opts = robust.run_options(output, rows, model, scoring)
     factory = engine.factory()
     summary = run(
-        source.specs(),
+        source.specs(output, opts.rejected, summary_json),
         opts,
         factory(opts) if factory else None,
         progress=RichProgress("scoring", quiet=quiet),
+        side_outputs={"--summary-json": summary_json},
     )
     if not quiet:
         print_summary(summary, "codescaler score")

@@ -1,14 +1,15 @@
 """The one resumable run loop: read chunk -> (engine: extract, score, shape) -> checkpoint -> merge.
 
-Every engine runs inside this loop, so chunking, field detection, resuming, bad-row
-handling, output formats and the final atomic merge are the same whichever engine
-scores. Finished chunks live in ``OUTPUT.partial/`` until the run ends (io/checkpoint.py).
+Every engine runs inside this loop, so path checks, the output's lock, chunking, field
+detection, resuming, bad-row handling, output formats and the final atomic merge are the
+same whichever engine scores. Finished chunks live in ``OUTPUT.partial/`` until the run
+ends (io/checkpoint.py); a run that fails before finishing a chunk leaves nothing there.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 from ..config import OnBadRow, ResumeMode, RunOptions
@@ -16,10 +17,12 @@ from ..errors import BadRowError, InputError, UsageError
 from ..fields import InputFields
 from ..io.checkpoint import PartialRun, PartInfo
 from ..io.inputs import InputSpec, fingerprint_inputs
-from ..io.paths import check_output_path, output_dir
-from ..io.readers import BadRow, count_rows
+from ..io.jsonl import BadRow
+from ..io.lock import OutputLock
+from ..io.paths import check_paths, output_dir
+from ..io.readers import count_rows
 from ..io.source import chunk_refs
-from ..io.writers import StdoutWriter
+from ..io.writers import StdoutWriter, remove_stale_temporaries
 from ..progress import Progress, RunSummary
 from ..stages import (
     ChunkResult,
@@ -40,98 +43,152 @@ def run(
     progress: Progress | None = None,
     stdin: IO[bytes] | None = None,
     stdout: IO[str] | None = None,
+    side_outputs: Mapping[str, str | None] | None = None,
 ) -> RunSummary:
     """Run extraction (and scoring when ``opts.rows.score``) over ``specs`` with ``engine``
     (default: this process). ``opts.output`` may be a file, ``-`` (JSON Lines on stdout),
-    or a directory ending with ``/`` (Parquet parts in input order)."""
+    or a directory ending with ``/`` (Parquet parts in input order). ``side_outputs``:
+    other files the caller writes afterwards (flag -> path), checked with the rest."""
     opts.validate()
+    base = output_dir(opts.output) or opts.output
+    rejected_path = opts.rejected or default_rejected_path(base, specs)
+    check_paths(specs, {"-o": opts.output, "--rejected": rejected_path, **(side_outputs or {})})
     if engine is None:
         from .local import LocalEngine
 
         engine = LocalEngine(opts)
-    out_dir = output_dir(opts.output)
-    check_output_path(out_dir or opts.output, specs, directory=out_dir is not None)
     progress = progress or Progress()
     started = time.perf_counter()
     summary = RunSummary(output=opts.output)
-    base = out_dir or opts.output
-    rejected_path = opts.rejected or default_rejected_path(base, specs)
-    writer = StdoutWriter(stdout, rejected_path) if opts.output == "-" else None
+    sink = _Sink(opts, specs, rejected_path, stdout)
+    sink.lock()
     progress.start(count_rows(specs))
-    partial: PartialRun | None = None
     try:
         with engine.session(progress):
-            if writer is None:
-                partial = PartialRun(base, run_fingerprint(specs, opts, engine.device()))
-                # stdin cannot be fingerprinted, so a run reading it never resumes.
-                stdin_read = any(s.kind == "stdin" for s in specs)
-                msg = partial.open(ResumeMode.never if stdin_read else opts.resume)
-                if msg:
-                    progress.message(msg)
-                for i in sorted(partial.parts):
-                    _add_resumed(summary, partial, i)
-                    progress.advance(partial.parts[i].rows_written, 0)
+            sink.open(run_fingerprint(specs, opts, engine.device()), progress, summary)
             fields = InputFields(opts.rows.question_field, opts.rows.response_field)
             refs = chunk_refs(specs, opts.chunk_size, stdin, ranges=engine.reads_ranges)
-            gate = ErrorGate(opts.on_bad_row, set(partial.parts) if partial else set())
-            meta: dict[str, str] | None = None
+            resumed = sink.done()
+            gate = ErrorGate(opts.on_bad_row, set(resumed))
 
             def work() -> Iterator[Work]:
                 for ref in refs:
                     found = fields.fields_for(ref)  # every chunk: they may be the first rows
-                    if partial is None or not partial.done(ref.index):
+                    if ref.index not in resumed:
                         yield Work(ref, found)
 
             for result in engine.score(work(), progress):
                 gate.add(result.index, result.bad)
                 summarize_chunk(summary, result)
-                if meta is None:
-                    meta = _metadata(opts, fields, engine, partial)
-                rejected = rejected_rows(result.bad)
-                if partial is not None:
-                    table = with_json_columns(
-                        result.table.replace_schema_metadata(meta),
-                        json_columns(result.table.schema),
-                    )
-                    info = PartInfo(
-                        result.n_read, table.num_rows, len(result.bad), result.unique_scored
-                    )
-                    partial.write_part(result.index, table, rejected, info)
-                else:
-                    assert writer is not None
-                    writer.add(result.index, result.table, rejected)
+                sink.add(result, lambda: _metadata(opts, fields, engine, sink.partial))
             gate.finish()
             if not fields.by_input:
                 raise InputError(f"{specs[0].name}: input has no rows")
-            meta = meta or _metadata(opts, fields, engine, partial)
-            if partial is not None:
-                if out_dir is not None:
-                    partial.finalize_dir(out_dir, meta, rejected_path)
-                else:
-                    partial.finalize(meta, rejected_path)
-            elif writer is not None:
-                writer.finish()
+            sink.finish(_metadata(opts, fields, engine, sink.partial))
             if summary.rejected:
                 summary.rejected_path = rejected_path
             summary.forward_calls = engine.forward_calls
     except (InputError, UsageError):
-        # Bad input: a later run needs a changed input, so the partial work is useless.
-        if partial is not None:
-            partial.discard()
+        sink.fail(bad_input=True)
+        raise
+    except BaseException:
+        sink.fail(bad_input=False)
         raise
     finally:
-        if writer is not None:
-            writer.close()
+        sink.close()
         progress.stop()
         summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Sink:
+    """Where finished chunks go: checkpoint parts under the output's lock, or stdout."""
+
+    def __init__(
+        self, opts: RunOptions, specs: list[InputSpec], rejected: str, stdout: IO[str] | None
+    ) -> None:
+        self.opts = opts
+        self.specs = specs
+        self.rejected = rejected
+        self.base = output_dir(opts.output) or opts.output
+        self.writer = StdoutWriter(stdout, rejected) if opts.output == "-" else None
+        self.output_lock: OutputLock | None = None
+        self.partial: PartialRun | None = None
+        self.meta: dict[str, str] | None = None
+
+    def lock(self) -> None:
+        """One writer per output, from before any other work until the run ends."""
+        if self.writer is None:
+            self.output_lock = OutputLock(self.base + ".partial", self.opts.output)
+            self.output_lock.acquire()
+
+    def open(self, fingerprint: dict[str, Any], progress: Progress, summary: RunSummary) -> None:
+        lock = self.output_lock
+        if lock is None:
+            return
+        if lock.previous_pid:
+            progress.message(f"an earlier run (pid {lock.previous_pid}) stopped here; taking over")
+        remove_stale_temporaries(self.rejected)
+        self.partial = partial = PartialRun(self.base, fingerprint)
+        # stdin cannot be fingerprinted, so a run reading it never resumes.
+        reads_stdin = any(s.kind == "stdin" for s in self.specs)
+        msg = partial.open(ResumeMode.never if reads_stdin else self.opts.resume)
+        if msg:
+            progress.message(msg)
+        for i in sorted(partial.parts):
+            _add_resumed(summary, partial, i)
+            progress.advance(partial.parts[i].rows_written, 0)
+
+    def done(self) -> set[int]:
+        return set(self.partial.parts) if self.partial else set()
+
+    def add(self, result: ChunkResult, metadata: Any) -> None:
+        rejected = rejected_rows(result.bad)
+        if self.partial is None:
+            assert self.writer is not None
+            self.writer.add(result.index, result.table, rejected)
+            return
+        self.meta = self.meta or metadata()
+        table = result.table.replace_schema_metadata(self.meta)
+        table = with_json_columns(table, json_columns(result.table.schema))
+        info = PartInfo(result.n_read, table.num_rows, len(result.bad), result.unique_scored)
+        self.partial.write_part(result.index, table, rejected, info)
+
+    def finish(self, metadata: dict[str, str]) -> None:
+        if self.partial is None:
+            assert self.writer is not None
+            self.writer.finish()
+            return
+        directory = output_dir(self.opts.output)
+        meta = self.meta or metadata
+        if directory is not None:
+            self.partial.finalize_dir(directory, meta, self.rejected)
+        else:
+            self.partial.finalize(meta, self.rejected)
+
+    def fail(self, bad_input: bool) -> None:
+        """Keep finished chunks for a rerun, unless the input is at fault (a rerun needs a
+        changed input) or none finished (nothing to resume): then no trace is left."""
+        if self.partial is not None:
+            if bad_input:
+                self.partial.discard()
+            if not self.partial.parts:
+                self.partial.remove()
+        elif self.output_lock is not None and self.output_lock.created_dir:
+            PartialRun(self.base, {}).remove()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.output_lock is not None:
+            self.output_lock.release()
 
 
 def run_fingerprint(specs: list[InputSpec], opts: RunOptions, device: str | None) -> dict[str, Any]:
     """What a resumed run must share with the interrupted one."""
     fp: dict[str, Any] = {"inputs": fingerprint_inputs(specs), **opts.fingerprint()}
     if opts.rows.score:
-        from ..model.load import model_fingerprint
+        from ..model.fingerprint import model_fingerprint
 
         fp["model"] = model_fingerprint(opts.model, device)
     return fp
@@ -148,7 +205,8 @@ def _metadata(
     model = engine.model_meta()
     if model is None and partial is not None and partial.parts:
         old = partial.part_meta(min(partial.parts))
-        model = {k: v for k, v in old.items() if k not in meta}
+        model = {k: v for k, v in old.items() if k not in meta and k.startswith("codescaler.")}
+        model.pop("codescaler.json_columns", None)
     return {**meta, **(model or {})}
 
 

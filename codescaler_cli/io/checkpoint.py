@@ -8,6 +8,7 @@ its path only when complete (atomic rename), then the partial directory is remov
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import output_format
 from ..tables import conform, decoded_rows, json_columns, unify_parts
-from .writers import atomic_path, write_jsonl_rows
+from .lock import LOCK_NAME
+from .writers import atomic_path, remove_stale_temporaries, write_jsonl_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -43,18 +45,17 @@ class PartialRun:
     # ------------------------------------------------------------ lifecycle
 
     def open(self, resume: str) -> str | None:
-        """Prepare the directory; returns a message for the user when something happened."""
+        """Prepare the directory (its lock already held, io/lock.py); returns a message for
+        the user when something happened."""
         message = None
-        if os.path.isdir(self.dir):
-            old = self._read_manifest()
-            if resume == "never":
+        old = self._read_manifest() if os.path.isdir(self.dir) else None
+        if old is not None:
+            what = _changed(old.get("fingerprint") or {}, self.fingerprint)
+            if resume == "never" and old.get("parts"):
                 message = f"discarding previous partial run in {self.dir} (--resume never)"
                 self.discard()
-            elif old is None or old.get("fingerprint") != self.fingerprint:
-                message = (
-                    f"input or options changed since the interrupted run; starting over "
-                    f"(removed {self.dir})"
-                )
+            elif what:
+                message = f"{what} since the interrupted run; starting over (cleared {self.dir})"
                 self.discard()
             else:
                 self.parts = {
@@ -66,11 +67,36 @@ class PartialRun:
                     rows = sum(p.rows_read for p in self.parts.values())
                     message = f"resuming: {len(self.parts)} finished chunk(s), {rows} rows, from {self.dir}"
         os.makedirs(self.dir, exist_ok=True)
+        self._remove_temporaries()
         self._write_manifest()
         return message
 
     def discard(self) -> None:
+        """Remove every finished part (the lock file stays: its holder is still running)."""
+        if not os.path.isdir(self.dir):
+            return
+        for name in os.listdir(self.dir):
+            if name != LOCK_NAME:
+                path = os.path.join(self.dir, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+        self.parts = {}
+
+    def remove(self) -> None:
+        """The whole directory, lock file included (the run is over)."""
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _remove_temporaries(self) -> None:
+        """Files a killed run was writing: its parts' and its final merge's temporaries (no
+        other run is writing them: this one holds the output's lock)."""
+        for name in os.listdir(self.dir):
+            if name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.dir, name))
+        remove_stale_temporaries(self.output)
 
     # ------------------------------------------------------------ parts
 
@@ -149,7 +175,7 @@ class PartialRun:
             raise
         if rejected_path:
             self.merge_rejected(order, rejected_path)
-        self.discard()
+        self.remove()
 
     def finalize_dir(self, out_dir: str, metadata: dict[str, str], rejected_path: str) -> None:
         """``-o DIR/``: the parts become ``DIR/part-NNNNN.parquet`` in input order, one schema,
@@ -176,7 +202,7 @@ class PartialRun:
         if not order:
             pq.write_table(schema.empty_table(), os.path.join(out_dir, "part-00000.parquet"))
         self.merge_rejected(order, rejected_path)
-        self.discard()
+        self.remove()
 
     def merge_rejected(self, order: list[int], rejected_path: str) -> None:
         """Concatenate the parts' rejected rows (in chunk order) into one file, atomically."""
@@ -210,6 +236,17 @@ class PartialRun:
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, sort_keys=True)
         os.replace(path + ".tmp", path)
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """What differs between two runs' fingerprints, in words (None: nothing)."""
+    if old == new:
+        return None
+    if old.get("inputs") != new.get("inputs"):
+        return "the input changed"
+    if old.get("model") != new.get("model"):
+        return "the model changed (its weights, config, tokenizer, template or dtype)"
+    return "the options changed"
 
 
 def _merged(schemas: list[pa.Schema], metadata: dict[str, str]) -> pa.Schema:

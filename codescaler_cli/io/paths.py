@@ -1,8 +1,10 @@
-"""Checks on where a run writes, made before any work."""
+"""Checks on where a run writes, all made before any work: no output may be an input or
+another output, and every output's directory must exist and be writable."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from ..errors import OutputError, UsageError
 from .inputs import InputSpec
@@ -15,27 +17,47 @@ def output_dir(output: str) -> str | None:
     return None
 
 
-def check_output_path(output: str, specs: list[InputSpec], *, directory: bool = False) -> None:
-    """Fail before any work when the output cannot be written or would clobber an input."""
-    if output == "-":
-        return
-    parent = os.path.dirname(os.path.abspath(output))
+def run_outputs(output: str, rejected: str | None = None) -> list[str]:
+    """Everything a run writes next to its output (never to be read as input)."""
+    base = output_dir(output) or output
+    paths = [base, base + ".partial"]
+    if rejected:
+        paths.append(rejected)
+    return [p for p in paths if p and p != "-"]
+
+
+def check_paths(specs: list[InputSpec], outputs: Mapping[str, str | None]) -> None:
+    """``outputs``: each output's flag and path (None or ``-``: nothing to check)."""
+    inputs = {os.path.realpath(s.path): s.path for s in specs if s.is_file}
+    seen: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if not path or path == "-":
+            continue
+        directory = output_dir(path) if flag == "-o" else None
+        target = directory or path
+        _check_writable(flag, path, target, is_dir=directory is not None)
+        real = os.path.realpath(target)
+        if real in inputs:
+            raise UsageError(f"{flag} {path} is an input; it would be overwritten")
+        if directory is not None:
+            inside = [p for r, p in inputs.items() if r.startswith(real + os.sep)]
+            if inside:
+                raise UsageError(f"{flag} {path}: an input ({inside[0]}) is inside it")
+        if real in seen:
+            raise UsageError(f"{flag} {path} and {seen[real]} are the same file")
+        seen[real] = f"{flag} {path}"
+
+
+def _check_writable(flag: str, shown: str, path: str, *, is_dir: bool) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise OutputError(f"{output}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{output}: directory {parent} is not writable")
-    out_real = os.path.realpath(output)
-    if directory:
-        if os.path.exists(output) and not os.path.isdir(output):
-            raise OutputError(f"{output}: exists and is not a directory")
-        for spec in specs:
-            if spec.is_file and os.path.realpath(spec.path).startswith(out_real + os.sep):
-                raise UsageError(
-                    f"{output}/: an input ({spec.path}) is inside the output directory"
-                )
-        return
-    if os.path.isdir(output):
-        raise OutputError(f"{output}: is a directory")
-    for spec in specs:
-        if spec.is_file and os.path.realpath(spec.path) == out_real:
-            raise UsageError(f"{output}: output path is the same as an input")
+        raise OutputError(f"{flag} {shown}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {shown}: directory {parent} is not writable")
+    if is_dir:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise OutputError(f"{flag} {shown}: exists and is not a directory")
+    elif os.path.isdir(path):
+        raise OutputError(f"{flag} {shown}: is a directory")
+    elif os.path.exists(path) and not os.access(path, os.W_OK):
+        raise OutputError(f"{flag} {shown}: exists and is not writable")

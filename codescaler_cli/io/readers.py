@@ -8,22 +8,17 @@ Peak memory is bounded by the chunk size, not by the file size.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import itertools
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ..errors import InputError
 from .inputs import InputSpec
-
-
-@dataclass
-class BadRow:
-    location: str
-    reason: str
-    raw: Any  # the record, or the undecodable line as text
+from .jsonl import BadRow, document_rows, jsonl_rows, layout
 
 
 @dataclass
@@ -72,28 +67,19 @@ def _jsonl_file_chunks(path: str, chunk_size: int) -> Iterator[tuple[list, list,
         yield from _jsonl_chunks(fh, path, chunk_size)
 
 
-def jsonl_rows(
-    lines: Iterable[bytes], name: str, first_line: int = 1
-) -> Iterator[tuple[str, dict | BadRow]]:
-    """(location, row or BadRow) for each non-blank line; line numbers from ``first_line``."""
-    for lineno, raw in enumerate(lines, start=first_line):
-        if raw.strip():
-            loc = f"{name}:{lineno}"
-            yield loc, parse_jsonl_line(raw, loc)
-
-
 def _jsonl_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
-    first = peek_first_char(fh)
-    if first is None:
+    kind, head = layout(fh)
+    if kind is None:
         raise InputError(f"{name}: input is empty (no JSON lines)")
-    if first == b"[":
-        yield from _json_array_chunks(fh, name, chunk_size)
-        return
+    if kind == "lines":
+        rows = jsonl_rows(itertools.chain(head.splitlines(keepends=True), fh), name)
+    else:
+        rows = iter(document_rows(head + fh.read(), name, kind))
     records: list[dict] = []
     locations: list[str] = []
     bad: list[BadRow] = []
     n = 0
-    for loc, row in jsonl_rows(fh, name):
+    for loc, row in rows:
         if isinstance(row, BadRow):
             bad.append(row)
         else:
@@ -107,91 +93,37 @@ def _jsonl_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[l
         yield records, locations, bad
 
 
-def parse_jsonl_line(raw: bytes, loc: str) -> dict[str, Any] | BadRow:
-    """One JSON Lines line -> its object, or why it cannot be a row (shared by both engines)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return BadRow(loc, f"not valid UTF-8 (byte {exc.start})", raw.decode("utf-8", "replace"))
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return BadRow(loc, f"malformed JSON ({exc.msg} at column {exc.colno})", text.rstrip("\r\n"))
-    if not isinstance(obj, dict):
-        kind = type(obj).__name__ if obj is not None else "null"
-        return BadRow(loc, f"expected a JSON object, got {_json_type(kind)}", obj)
-    return obj
-
-
-def _json_type(pytype: str) -> str:
-    return {
-        "list": "an array",
-        "str": "a string",
-        "int": "a number",
-        "float": "a number",
-        "bool": "a boolean",
-        "null": "null",
-    }.get(pytype, pytype)
-
-
-def peek_first_char(fh: IO[bytes]) -> bytes | None:
-    """Return the first non-whitespace byte without consuming the stream's lines."""
-    peek = getattr(fh, "peek", None)
-    if peek is not None:
-        while True:
-            buf = peek(4096)
-            if not buf:
-                return None
-            stripped = buf.lstrip()
-            if stripped:
-                return stripped[:1]
-            fh.read(len(buf))  # whole buffer was whitespace: drop it and look further
-    pos = fh.tell()
-    chunk = fh.read(4096)
-    fh.seek(pos)
-    stripped = chunk.lstrip()
-    return stripped[:1] if stripped else None
-
-
-def _json_array_chunks(
-    fh: IO[bytes], name: str, chunk_size: int
-) -> Iterator[tuple[list, list, list]]:
-    # A .json file holding one array: must be loaded whole, then chunked.
-    try:
-        data = json.loads(fh.read().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name}: not valid UTF-8 (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{name}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-    if not data:
-        raise InputError(f"{name}: input is empty (the JSON array has no items)")
-    for start in range(0, len(data), chunk_size):
-        records, locations, bad = [], [], []
-        for i, obj in enumerate(data[start : start + chunk_size], start=start):
-            loc = f"{name}[{i}]"
-            if isinstance(obj, dict):
-                records.append(obj)
-                locations.append(loc)
-            else:
-                bad.append(BadRow(loc, "expected a JSON object", obj))
-        yield records, locations, bad
-
-
 def _parquet_chunks(path: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
     import pyarrow.parquet as pq
 
-    try:
+    with parquet_errors(path):
         pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     if pf.metadata.num_rows == 0:
         raise InputError(f"{path}: input is empty (0 rows)")
     row = 0
-    for batch in pf.iter_batches(batch_size=chunk_size):
-        records = batch.to_pylist()
+    batches = pf.iter_batches(batch_size=chunk_size)
+    while True:
+        with parquet_errors(path, f" near row {row}"):
+            batch = next(batches, None)
+            if batch is None:
+                return
+            records = batch.to_pylist()
         locations = [f"{path} row {row + i}" for i in range(len(records))]
         row += len(records)
         yield records, locations, [], batch.schema
+
+
+@contextlib.contextmanager
+def parquet_errors(path: str, where: str = "") -> Iterator[None]:
+    """pyarrow's errors on a damaged file (several types) as one line naming the file."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(
+            f"{path}: not a readable Parquet file{where} ({_first_line(exc)})"
+        ) from None
 
 
 def _hf_chunks(spec: InputSpec, chunk_size: int) -> Iterator[tuple[list, list, list]]:
@@ -241,8 +173,7 @@ def count_rows(specs: list[InputSpec]) -> int | None:
                 return None
         elif spec.kind == "jsonl":
             with open(spec.path, "rb") as fh:
-                first = peek_first_char(fh)
-                if first == b"[":
+                if layout(fh)[0] != "lines":
                     return None
                 fh.seek(0)
                 n = 0

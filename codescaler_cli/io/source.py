@@ -17,7 +17,8 @@ from typing import IO
 from ..errors import InputError
 from ..fields import FIELDS_PROBE_ROWS, record_columns
 from .inputs import InputSpec
-from .readers import BadRow, Chunk, iter_chunks, jsonl_rows, peek_first_char
+from .jsonl import BadRow, jsonl_rows, layout
+from .readers import Chunk, iter_chunks, parquet_errors
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class ChunkRef:
         if piece.kind == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_schema(piece.path).names
+            with parquet_errors(piece.path):
+                return pq.read_schema(piece.path).names
         records = []
         with open(piece.path, "rb") as fh:
             fh.seek(piece.start)
@@ -109,13 +111,13 @@ def _plan_pieces(spec: InputSpec, chunk_size: int) -> list[Piece] | None:
         return None
     try:
         with open(spec.path, "rb") as fh:
-            first = peek_first_char(fh)
+            kind = layout(fh)[0]
     except OSError:
-        first = None
-    if first is None:
+        kind = None
+    if kind is None:
         _reader_error(spec)
-    if first == b"[":
-        return None  # one JSON array: read whole
+    if kind != "lines":
+        return None  # one JSON array, or objects over several lines: read whole
     return _jsonl_pieces(spec.path, chunk_size)
 
 
@@ -172,15 +174,17 @@ def read_piece(piece: Piece) -> Chunk:
         return chunk
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(piece.path)
-    groups, offset, first = [], 0, None
-    for i in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(i).num_rows
-        if offset + n > piece.start and offset < piece.stop:
-            groups.append(i)
-            first = offset if first is None else first
-        offset += n
-    table = pf.read_row_groups(groups).slice(piece.start - (first or 0), piece.stop - piece.start)
-    records = table.to_pylist()
+    with parquet_errors(piece.path, f" near row {piece.start}"):
+        pf = pq.ParquetFile(piece.path)
+        groups, offset, first = [], 0, None
+        for i in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(i).num_rows
+            if offset + n > piece.start and offset < piece.stop:
+                groups.append(i)
+                first = offset if first is None else first
+            offset += n
+        table = pf.read_row_groups(groups)
+        table = table.slice(piece.start - (first or 0), piece.stop - piece.start)
+        records = table.to_pylist()
     locations = [f"{piece.path} row {piece.start + i}" for i in range(len(records))]
     return Chunk(0, records, locations, schema=table.schema)

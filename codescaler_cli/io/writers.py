@@ -32,11 +32,36 @@ def table_rows(table: pa.Table) -> Any:
     return decoded_rows(table.to_pylist(), json_columns(table.schema))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
+
+
 def atomic_path(path: str) -> tuple[int, str]:
-    """A temp file in the destination's directory, so the final rename is atomic."""
+    """A temp file in the destination's directory, so the final rename is atomic. It gets
+    the mode any new file gets under the umask (mkstemp's is 0600)."""
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
-    return tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
+    os.fchmod(fd, _FILE_MODE)
+    return fd, tmp
+
+
+def remove_stale_temporaries(path: str) -> None:
+    """Temporaries :func:`atomic_path` made for ``path`` in a run that was killed (call it
+    only while holding the output's lock)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}."
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
 
 
 def write_table_atomic(table: Any, path: str, metadata: dict[str, str] | None = None) -> None:

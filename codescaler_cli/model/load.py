@@ -98,7 +98,13 @@ def _flash_attn_available() -> bool:
 
 
 def _friendly_load_error(name: str, exc: BaseException) -> ModelError:
-    text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+    full = str(exc)
+    text = (full.strip() or type(exc).__name__).splitlines()[0][:300]
+    if "trust_remote_code" in full:
+        return ModelError(
+            f"{name} needs its own Python code to load (custom model or tokenizer classes); "
+            "rerun with --trust-remote-code if you trust its authors"
+        )
     local = os.path.isdir(name)
     if local:
         return ModelError(f"cannot load model from directory {name}: {text}")
@@ -111,6 +117,28 @@ def _friendly_load_error(name: str, exc: BaseException) -> ModelError:
     return ModelError(
         f"cannot load model {name!r} ({where}: {text}); download it where the Hub is reachable "
         "(e.g. `hf download LARK-Lab/CodeScaler-1.7B --local-dir DIR`) and pass --model DIR"
+    )
+
+
+def _mismatch_error(name: str, load: dict[str, Any]) -> ModelError:
+    """Which weights disagree with the config, for the one-line error (transformers puts its
+    report in a log this tool silences)."""
+    from transformers import AutoModelForSequenceClassification
+
+    detail = ""
+    try:
+        _, info = AutoModelForSequenceClassification.from_pretrained(
+            name, ignore_mismatched_sizes=True, **load
+        )
+        key, got, want = next(iter(info.get("mismatched_keys", [])))
+        more = len(info["mismatched_keys"]) - 1
+        detail = f": {key} is {tuple(got)} in the weights but {tuple(want)} for the config"
+        detail += f" (and {more} more)" if more else ""
+    except Exception:
+        pass
+    return ModelError(
+        f"cannot load model {name}: its weights do not fit its config.json{detail}; "
+        "the checkpoint and its config disagree"
     )
 
 
@@ -184,17 +212,19 @@ def load_reward_model(options: ModelOptions) -> RewardModel:
     if attn is None:
         usable = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
         attn = "flash_attention_2" if usable and _flash_attn_available() else "sdpa"
+    load = {
+        "config": config,
+        "dtype": dtype,
+        "attn_implementation": attn,
+        "use_safetensors": None if options.allow_pickle_weights else True,
+        "output_loading_info": True,
+        **common,
+    }
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            name,
-            config=config,
-            dtype=dtype,
-            attn_implementation=attn,
-            use_safetensors=None if options.allow_pickle_weights else True,
-            output_loading_info=True,
-            **common,
-        )
+        model, info = AutoModelForSequenceClassification.from_pretrained(name, **load)
     except Exception as exc:
+        if "ignore_mismatched_sizes" in str(exc):  # its report went to the silenced log
+            raise _mismatch_error(name, load) from None
         raise _friendly_load_error(name, exc) from None
     missing = [k for k in info.get("missing_keys", []) if "score" in k]
     if missing:
@@ -210,18 +240,3 @@ def load_reward_model(options: ModelOptions) -> RewardModel:
     if options.compile:
         rm.compile()
     return rm
-
-
-def model_fingerprint(options: ModelOptions, device: str | None) -> dict[str, Any]:
-    """What decides a model's scores, for the resume fingerprint. ``device``: where the model
-    runs (default: resolved here)."""
-    import torch
-
-    dev = torch.device(device) if device else resolve_device(options.device)
-    name = options.model
-    return {
-        "model": os.path.abspath(name) if os.path.isdir(name) else name,
-        "revision": options.revision,
-        "dtype": dtype_name(resolve_dtype(options.dtype, dev)),
-        "device_type": dev.type,
-    }

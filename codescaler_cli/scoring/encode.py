@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 # Rounds of cutting the question before giving up on fitting a conversation.
 FIT_ROUNDS = 12
+# Normalisation (NFC) may merge a few characters into one before tokenizing: margin for the
+# bound on what can ever fit.
+NORMALISATION_MARGIN = 4
 
 
 @dataclass
@@ -62,6 +65,17 @@ class Encoder:
     def __init__(self, rm: RewardModel, max_length: int) -> None:
         self.rm = rm
         self.max_length = max_length
+        self._max_chars: int | None = None
+
+    @property
+    def max_chars(self) -> int:
+        """More characters than this can never fit in ``max_length`` tokens: no token of the
+        vocabulary covers more than its longest entry. Checked before extracting or
+        tokenizing, so a response of megabytes costs nothing."""
+        if self._max_chars is None:
+            longest = max((len(t) for t in self.rm.tokenizer.get_vocab()), default=1)
+            self._max_chars = self.max_length * max(longest, 1) * NORMALISATION_MARGIN
+        return self._max_chars
 
     def encode_pairs(self, questions: Sequence[str], codes: Sequence[str]) -> list[Encoded]:
         texts = [self.rm.render(q, c) for q, c in zip(questions, codes, strict=True)]

@@ -74,6 +74,11 @@ class Scorer:
     def stats(self) -> ScoreStats:
         return self._budget.stats
 
+    @property
+    def max_response_chars(self) -> int:
+        """A response longer than this can never fit: it is not extracted (see Encoder)."""
+        return self.encoder.max_chars
+
     def encode_pairs(self, questions: Sequence[str], codes: Sequence[str]) -> list[Encoded]:
         return self.encoder.encode_pairs(questions, codes)
 

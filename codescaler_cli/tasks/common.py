@@ -7,20 +7,22 @@ their inputs and options before any scoring starts.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from ..config import ResumeMode, RunOptions
 from ..engines.base import Engine
 from ..engines.loop import run
 from ..errors import InputError
 from ..io.inputs import InputSpec
-from ..io.paths import check_output_path
+from ..io.lock import holding
+from ..io.paths import check_paths
 from ..io.readers import iter_chunks
 from ..io.writers import dumps_row, write_table_atomic
 from ..progress import Progress, RunSummary
@@ -29,15 +31,33 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 EngineFactory = Callable[[RunOptions], Engine]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def task(func: F) -> F:
+    """A task that writes ``opts.output`` (and the caller's ``side_outputs``, flag -> path):
+    options and paths checked before any work, the output's lock held throughout."""
+
+    @functools.wraps(func)
+    def run_task(
+        specs: list[InputSpec],
+        opts: RunOptions,
+        *,
+        side_outputs: Mapping[str, str | None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        opts.validate()
+        check_paths(specs, {"-o": opts.output, **(side_outputs or {})})
+        with holding(opts.output):
+            return func(specs, opts, **kwargs)
+
+    return run_task  # type: ignore[return-value]
 
 
 def load_rows(
     specs: list[InputSpec], opts: RunOptions, stdin: IO[bytes] | None
 ) -> tuple[IO[bytes] | None, list[dict[str, Any]], list[str]]:
-    """Check the options and output path, then read every row (locations too)."""
-    if opts.output:  # eval-pairs may run without an output, for its metrics only
-        opts.validate()
-        check_output_path(opts.output, specs)
+    """Every row of the input, with its location (these tasks need them all)."""
     # These tasks read their input twice (check, then score): keep stdin in memory.
     if any(s.kind == "stdin" for s in specs):
         stdin = io.BytesIO((stdin or sys.stdin.buffer).read())

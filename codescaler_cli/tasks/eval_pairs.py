@@ -21,7 +21,7 @@ from ..io.writers import dumps_row
 from ..progress import Progress, RunSummary
 from ..rank import PairMetrics, pair_accuracy
 from ..tables import records_to_table
-from .common import EngineFactory, load_rows, score_to_table, write_result
+from .common import EngineFactory, load_rows, score_to_table, task, write_result
 
 
 @dataclass
@@ -31,6 +31,7 @@ class PairsResult:
     summary: RunSummary
 
 
+@task
 def run_eval_pairs(
     specs: list[InputSpec],
     opts: RunOptions,

@@ -23,7 +23,7 @@ from ..io.inputs import InputSpec
 from ..progress import Progress, RunSummary
 from ..rank import SelectionMetrics, parse_label, rank_table, selection_metrics
 from ..tables import OUTPUT_COLUMNS, looks_scored, records_to_table
-from .common import EngineFactory, load_rows, score_to_table, write_result
+from .common import EngineFactory, load_rows, score_to_table, task, write_result
 
 
 @dataclass
@@ -35,6 +35,7 @@ class RerankResult:
     label_field: str | None
 
 
+@task
 def run_rerank(
     specs: list[InputSpec],
     opts: RunOptions,
