@@ -99,7 +99,7 @@ class RichProgress(Progress):
         if self.bar is not None:
             self.bar.console.print(f"[dim]{text}[/dim]")
         else:
-            self.console.print(text, markup=False)
+            self.console.print(text, markup=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self.bar is not None:

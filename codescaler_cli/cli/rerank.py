@@ -77,6 +77,14 @@ def rerank(
             metavar="NAME",
         ),
     ] = None,
+    group_as_text: Annotated[
+        bool,
+        flag(
+            "--group-as-text",
+            help='Group by the value\'s text: 1 and "1" in one group (default: exact values).',
+            panel=INPUT,
+        ),
+    ] = False,
     rescore: Annotated[
         bool, flag("--rescore", help="Score again even if the input has scores.", panel=INPUT)
     ] = False,
@@ -106,6 +114,7 @@ def rerank(
         group_field=group_field,
         label_field=label_field,
         rescore=rescore,
+        group_as_text=group_as_text,
         engine=engine.factory(),
         progress=RichProgress("scoring", quiet=quiet),
         side_outputs={"--metrics-json": metrics_json},

@@ -22,7 +22,7 @@ from ..fields import (
 from ..io.inputs import InputSpec
 from ..progress import Progress, RunSummary
 from ..rank import SelectionMetrics, parse_label, rank_table, selection_metrics
-from ..tables import OUTPUT_COLUMNS, looks_scored, records_to_table
+from ..tables import OUTPUT_COLUMNS, looks_scored, records_to_table, to_json_text
 from .common import EngineFactory, load_rows, score_to_table, task, write_result
 
 
@@ -45,12 +45,16 @@ def run_rerank(
     group_field: str | None = None,
     label_field: str | None = None,
     rescore: bool = False,
+    group_as_text: bool = False,
     engine: EngineFactory | None = None,
     progress: Progress | None = None,
     stdin: IO[bytes] | None = None,
     stdout: IO[str] | None = None,
 ) -> RerankResult:
-    """Keep the best ``top_k`` candidates per group (0: all, ranked), with selection metrics."""
+    """Keep the best ``top_k`` candidates per group (0: all, ranked), with selection metrics.
+
+    Groups are exact values (``1`` and ``"1"`` differ) unless ``group_as_text``.
+    """
     if top_k < 0:
         raise UsageError("--top-k must be >= 0")
     by = RankBy(by)
@@ -74,6 +78,8 @@ def run_rerank(
     assert gcol is not None
     lcol = pick_field(columns, label_field, LABEL_FIELDS, "label", "--label-field", source, False)
     groups = [rec.get(gcol) for rec in records]
+    if group_as_text:  # 1 and "1" in one group: compare the values' text
+        groups = [v if isinstance(v, str) or v is None else to_json_text(v) for v in groups]
     for value, loc in zip(groups, locations, strict=True):
         if value is None:
             raise InputError(

@@ -6,7 +6,8 @@ Environment:
 - ``CODESCALER_TEST_LOG=PATH``: append one JSON line per chunk scored here:
   ``{"chunk": index, "forward_calls": passes the chunk took}``.
 - ``CODESCALER_TEST_BLOCK_AFTER=N``: after the N-th finished chunk is checkpointed, create
-  ``CODESCALER_TEST_SIGNAL`` (a path) and block until killed.
+  ``CODESCALER_TEST_SIGNAL`` (a path) and block until ``CODESCALER_TEST_RELEASE`` (a path)
+  exists, or until killed when it is not set.
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ if block_after:
     def write_part(self, index, *args, **kwargs):
         real_write(self, index, *args, **kwargs)
         written.append(index)
-        if len(written) >= block_after:
+        if len(written) == block_after:
             Path(os.environ["CODESCALER_TEST_SIGNAL"]).touch()
-            while True:
-                time.sleep(60)
+            release = os.environ.get("CODESCALER_TEST_RELEASE")
+            while not (release and os.path.exists(release)):
+                time.sleep(0.05)
 
     PartialRun.write_part = write_part
 
