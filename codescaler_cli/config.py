@@ -234,3 +234,40 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     return value
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """``codescaler serve``: where it listens, how it batches, what it refuses."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # None: $CODESCALER_API_KEY, else no authentication
+    # /classify: how the assistant turn is read; "none" scores the text as given, like vLLM.
+    classify_extract: ExtractMode = ExtractMode.auto
+    served_model_name: str | None = None  # None: the model's name
+    batch_window_ms: float = 5.0  # how long a batch waits for more requests after the first
+    batch_tokens: int = 65_536  # about this many tokens of candidates close a batch
+    max_queue: int = 4096  # candidates waiting; over it, 503 with Retry-After
+    max_request_bytes: int = 16 << 20
+    max_items: int = 1024  # candidates per request
+    request_timeout_s: float = 600.0
+
+    def validate(self) -> None:
+        _at_least("--port", self.port, 0)
+        if self.port > 65535:
+            raise UsageError(f"--port must be at most 65535, got {self.port}")
+        ExtractMode(self.classify_extract)
+        _at_least("--batch-window-ms", self.batch_window_ms, 0)
+        for name, value in (
+            ("--batch-tokens", self.batch_tokens),
+            ("--max-queue", self.max_queue),
+            ("--max-request-bytes", self.max_request_bytes),
+            ("--max-items", self.max_items),
+        ):
+            _at_least(name, value, 1)
+        if not self.request_timeout_s > 0:
+            raise UsageError(f"--request-timeout must be > 0, got {self.request_timeout_s}")
+
+    def key(self) -> str | None:
+        return self.api_key or os.environ.get("CODESCALER_API_KEY") or None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .config import OnBadRow, RowOptions
+from .config import ExtractMode, OnBadRow, RowOptions, Shaping
 from .errors import BadRowError
 from .extract import Extraction, extract_code
 from .fields import Fields
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from .model.reward_model import RewardModel
-    from .scoring.scorer import Prepared, Scorer
+    from .scoring.scorer import PairScores, Prepared, Scorer
 
 
 def _describe(value: Any) -> str:
@@ -86,11 +86,38 @@ class PreparedChunk:
     questions: list[str]
     prepared: Prepared | None = None  # when scoring
     rows: list[int] = field(default_factory=list)  # positions of ``records`` in the chunk
-    oversize: list[bool] = field(default_factory=list)  # responses too long to ever fit
 
 
 # A response longer than any conversation that fits: not extracted, flagged truncated.
 TOO_LONG = Extraction("", False, "too_long", 0, ("too_long",))
+
+
+def extract_responses(
+    responses: Sequence[str], mode: ExtractMode, limit: int | None
+) -> list[Extraction]:
+    """The code of each response; one longer than ``limit`` characters (more than can ever
+    fit the model) is not extracted: :data:`TOO_LONG`."""
+    return [
+        TOO_LONG if limit is not None and len(text) > limit else extract_code(text, str(mode))
+        for text in responses
+    ]
+
+
+def score_columns(
+    extractions: Sequence[Extraction], res: PairScores, shaping: Shaping
+) -> dict[str, list[Any]]:
+    """The score columns of extracted rows from the model's results (every engine's)."""
+    # A program too long to score whole is not scored at all: flagged, reward 0.
+    valid = [
+        e.valid and not too_long for e, too_long in zip(extractions, res.too_long, strict=True)
+    ]
+    return {
+        "code_valid": valid,
+        "score": res.score,
+        "reward": [shape_reward(s, v, str(shaping)) for s, v in zip(res.score, valid, strict=True)],
+        "n_tokens": res.n_tokens,
+        "truncated": [t or e is TOO_LONG for t, e in zip(res.truncated, extractions, strict=True)],
+    }
 
 
 def prepare_chunk(
@@ -107,22 +134,17 @@ def prepare_chunk(
         raise BadRowError(bad[0].location, bad[0].reason)
     records = [chunk.records[i] for i in good]
     if not records:
-        return PreparedChunk(chunk, [], bad, [], [], None, [], [])
+        return PreparedChunk(chunk, [], bad, [], [], None, [])
     assert fields is not None
     limit = scorer.max_response_chars if options.score and scorer is not None else None
-    responses = [r[fields.response] for r in records]
-    oversize = [limit is not None and len(text) > limit for text in responses]
-    extractions = [
-        TOO_LONG if big else extract_code(text, str(options.extract))
-        for text, big in zip(responses, oversize, strict=True)
-    ]
+    extractions = extract_responses([r[fields.response] for r in records], options.extract, limit)
     questions = [r[fields.question] for r in records]
     prepared = None
     if options.score:
         if scorer is None:
             raise ValueError("scoring requested without a scorer")
         prepared = scorer.prepare(questions, [e.code for e in extractions])
-    return PreparedChunk(chunk, records, bad, extractions, questions, prepared, good, oversize)
+    return PreparedChunk(chunk, records, bad, extractions, questions, prepared, good)
 
 
 def finish_chunk(
@@ -160,20 +182,15 @@ def finish_chunk(
         if progress:
             # Rows not run through the model (duplicates, no code, other shards') count too.
             progress.advance(n - res.ticked, 0)
-        # A program too long to score whole is not scored at all: flagged, reward 0.
-        valid = [e.valid and not res.too_long[i] for i, e in enumerate(extractions)]
-        cols["code_valid"] = pa.array(valid, pa.bool_())
-        cols["score"] = pa.array(res.score, pa.float64())
-        cols["reward"] = pa.array(
-            [
-                shape_reward(s, v, str(options.shaping))
-                for s, v in zip(res.score, valid, strict=True)
-            ],
-            pa.float64(),
-        )
-        cols["n_tokens"] = pa.array(res.n_tokens, pa.int64())
-        truncated = [t or o for t, o in zip(res.truncated, pc.oversize, strict=True)]
-        cols["truncated"] = pa.array(truncated, pa.bool_())
+        out = score_columns(extractions, res, options.shaping)
+        for name, kind in (
+            ("code_valid", pa.bool_()),
+            ("score", pa.float64()),
+            ("reward", pa.float64()),
+            ("n_tokens", pa.int64()),
+            ("truncated", pa.bool_()),
+        ):
+            cols[name] = pa.array(out[name], kind)
     elif progress:
         progress.advance(n, 0)
     for name, arr in cols.items():

@@ -113,6 +113,19 @@ class Encoder:
             keep -= over if offsets is not None else max(over * 2, 1)
         return Encoded(None, True, full)
 
+    def prepare_texts(self, texts: Sequence[str], dedup_texts: bool = True) -> Prepared:
+        """Whole model inputs, tokenized as given (no chat template): they fit or are too long;
+        there is no question to shorten. Their common group key lets shared prefixes (a
+        system prompt) run once."""
+        owner, keys, unique = dedup([""] * len(texts), texts, dedup_texts)
+        encoded = [
+            Encoded(ids, False, len(ids))
+            if len(ids) <= self.max_length
+            else Encoded(None, True, len(ids))
+            for ids in self.rm.encode(list(unique))
+        ]
+        return Prepared(owner, keys, encoded)
+
     def prepare(
         self, questions: Sequence[str], codes: Sequence[str], dedup_pairs: bool = True
     ) -> Prepared:

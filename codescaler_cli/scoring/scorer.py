@@ -86,6 +86,10 @@ class Scorer:
         """Dedup and tokenize (CPU work that can run ahead of the forward passes)."""
         return self.encoder.prepare(questions, codes, self.options.dedup)
 
+    def prepare_texts(self, texts: Sequence[str]) -> Prepared:
+        """Whole model inputs scored as given (no chat template), as vLLM's /classify does."""
+        return self.encoder.prepare_texts(texts, self.options.dedup)
+
     def score_pairs(
         self, questions: Sequence[str], codes: Sequence[str], progress: ProgressFn | None = None
     ) -> PairScores:
