@@ -135,12 +135,13 @@ def _root(
 
 
 # Commands live in one module each; this module only wires them.
-from . import eval_pairs, extract, make_test_model, rerank, score  # noqa: E402
+from . import eval_pairs, extract, make_test_model, rerank, score, serve  # noqa: E402
 
 app.command("score", cls=Command)(handle_errors(score.score))
 app.command("extract", cls=Command)(handle_errors(extract.extract))
 app.command("rerank", cls=Command)(handle_errors(rerank.rerank))
 app.command("eval-pairs", cls=Command)(handle_errors(eval_pairs.eval_pairs))
+app.command("serve", cls=Command)(handle_errors(serve.serve))
 app.command("make-test-model", cls=Command)(handle_errors(make_test_model.make_test_model))
 
 

@@ -94,6 +94,12 @@ def row_options(
     return RowOptions(question_field, response_field, extract, shaping)
 
 
+def reward_row_options(
+    extract: Extract = RowOptions.extract, shaping: Shaping_ = RowOptions.shaping
+) -> RowOptions:
+    return RowOptions(extract=extract, shaping=shaping)
+
+
 def pair_row_options(
     question_field: QuestionField = None, extract: Extract = RowOptions.extract
 ) -> RowOptions:
