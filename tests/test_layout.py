@@ -16,7 +16,7 @@ LAYERS = [
     {"scoring"},
     {"stages"},
     {"engines"},
-    {"tasks", "api"},
+    {"tasks", "api", "client"},
     {"cli", "__main__"},
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -141,10 +141,17 @@ def serve(service: Service) -> None:
     import uvicorn
 
     opts = service.options
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            # A stop on SIGTERM/SIGINT is a clean exit (0): uvicorn would re-raise the
+            # signal once drained, and the process would die of it.
+            self._captured_signals.clear()
+
     config = uvicorn.Config(
         create_app(service), host=opts.host, port=opts.port, log_level="warning", access_log=False
     )
-    server = uvicorn.Server(config)
+    server = Server(config)
 
     def watch() -> None:
         while not (service.ready.is_set() or service.failed.wait(0.1)):

@@ -1,0 +1,347 @@
+"""`codescaler serve`: a real server process (uvicorn, tiny model) spoken to over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support.reference import model_card_scores
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data" / "candidates.jsonl"
+TOL = 1e-5
+GROUP_QUESTION = "Return the sum of the squares of a list of integers.\n" * 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "codescaler_cli", "serve", "--model", str(model),
+               "--device", "cpu", "--port", str(self.port), *args]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE, text=True
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("the server did not get ready")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    srv = Server(tiny_model_dir, "--batch-window-ms", "50")
+    srv.wait_ready()
+    yield srv
+    assert srv.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def strict(tiny_model_dir):
+    """API key, tight limits, a long window (requests pile up), a timeout shorter than it."""
+    srv = Server(
+        tiny_model_dir, "--batch-window-ms", "1500", "--max-queue", "3", "--max-items", "4",
+        "--max-request-bytes", "20000", env={"CODESCALER_API_KEY": "s3cret"},
+    )  # fmt: skip
+    srv.wait_ready()
+    yield srv
+    srv.stop()
+
+
+def _post(srv: Server, route: str, body, **kw) -> httpx.Response:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(f"{srv.url}{route}", content=data, timeout=60, **kw)
+
+
+def _one_line_error(r: httpx.Response, status: int, needle: str) -> None:
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == status and needle in error["message"], error
+    assert "\n" not in error["message"]
+
+
+def _sample_rows() -> list[dict]:
+    return [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- routes and parity
+
+
+def test_native_route_gives_codescaler_score_bit_for_bit(server, tiny_model_dir):
+    from codescaler_cli.api import score_records
+
+    rows = _sample_rows()
+    # What `codescaler score` writes for these rows (same stages, same defaults).
+    expected = score_records(rows, model=str(tiny_model_dir), device="cpu")
+    items = [
+        {"question": r["question"], "response": r["response"], "id": i} for i, r in enumerate(rows)
+    ]
+    r = _post(server, "/v1/rewards", {"items": items})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [x["id"] for x in body["results"]] == list(range(len(rows)))
+    keys = ("score", "reward", "code", "code_valid", "extract_method", "n_tokens", "truncated")
+    for got, want in zip(body["results"], expected, strict=True):
+        assert {k: got[k] for k in keys} == {k: want[k] for k in keys}  # bit for bit
+    assert body["usage"]["candidates"] == len(rows)
+    assert body["usage"]["tokens"] == sum(
+        x["n_tokens"] or 0 for x in expected if x["score"] is not None
+    )
+
+
+def test_health_models_and_metrics(server):
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ready"
+    models = httpx.get(f"{server.url}/v1/models").json()
+    assert models["object"] == "list" and models["data"][0]["max_model_len"] == 4096
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in ("codescaler_requests_total", "codescaler_request_seconds_bucket",
+                 "codescaler_batch_candidates_bucket", "codescaler_queue_depth",
+                 "codescaler_dedup_hits_total", "codescaler_prompt_reuse_tokens_total"):  # fmt: skip
+        assert name in text, name
+
+
+def _grpo_group(n: int, k: int = 0) -> list[str]:
+    return [
+        f"```python\ndef f(xs):\n    return sum(x * x for x in xs) + {k * 100 + i} * 0\n```"
+        for i in range(n)
+    ]
+
+
+async def _one_sample_clients(url: str, pairs: list[tuple[str, str]]) -> list[dict]:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def one(q: str, r: str) -> dict:
+            res = await client.post("/v1/rewards", json={"items": [{"question": q, "response": r}]})
+            assert res.status_code == 200, res.text
+            return res.json()["results"][0]
+
+        return await asyncio.gather(*(one(q, r) for q, r in pairs))
+
+
+def _batches(url: str) -> tuple[float, float]:
+    """(batches run, requests they held), from /metrics."""
+    text = httpx.get(f"{url}/metrics").text
+    count = sum_ = 0.0
+    for line in text.splitlines():
+        if line.startswith("codescaler_batch_requests_count"):
+            count = float(line.split()[-1])
+        elif line.startswith("codescaler_batch_requests_sum"):
+            sum_ = float(line.split()[-1])
+    return count, sum_
+
+
+def test_concurrent_one_sample_requests_are_coalesced_and_stay_exact(server, tiny_model_dir):
+    """A GRPO group (8 samples of one prompt, one request each) plus duplicates and other
+    problems, all at once: fewer batches than requests, the shared prompt computed once,
+    every score that candidate's score alone."""
+    pairs = [(GROUP_QUESTION, r) for r in _grpo_group(8)]
+    pairs += [(GROUP_QUESTION, pairs[0][1]), ("Reverse a string.", "x = 's'[::-1]\n")] * 2
+    pairs += [(f"Problem {k}", f"y = {k}\n") for k in range(12)]
+    before = _batches(server.url)
+    results = asyncio.run(_one_sample_clients(server.url, pairs))
+    after = _batches(server.url)
+    batches, requests = after[0] - before[0], after[1] - before[1]
+    assert requests == len(pairs) and batches < len(pairs) / 3, (batches, requests)
+    from codescaler_cli.extract import extract_code
+
+    extracted = [(q, extract_code(r).code) for q, r in pairs]
+    alone = model_card_scores(str(tiny_model_dir), pairs=extracted, batch=False, max_length=4096)
+    for got, ref in zip(results, alone, strict=True):
+        assert abs(got["score"] - ref) <= TOL * max(1.0, abs(ref))
+    text = httpx.get(f"{server.url}/metrics").text
+    hits = [ln for ln in text.splitlines() if ln.startswith("codescaler_dedup_hits_total")]
+    reuse = [
+        ln for ln in text.splitlines() if ln.startswith("codescaler_prompt_reuse_tokens_total")
+    ]
+    assert float(hits[0].split()[-1]) >= 1 and float(reuse[0].split()[-1]) > 0
+
+
+def test_openrlhf_payloads_from_a_qwen_chat_template(server, tok):
+    """OpenRLHF posts the policy's templated prompt and prompt + response, special tokens
+    kept: the reward is the paper's reward of the question and the extracted code."""
+    question = "Write a function that adds two numbers."
+    response = "<think>easy</think>\nHere it is:\n```python\ndef add(a, b):\n    return a + b\n```"
+    prompt = tok.apply_chat_template(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": question}],
+        tokenize=False, add_generation_prompt=True,
+    )  # fmt: skip
+    query = prompt + response + "<|im_end|>" + "<|endoftext|>"
+    r = _post(server, "/get_reward", {"query": [query], "prompts": [prompt], "labels": [""]})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    native = _post(server, "/v1/rewards", {"items": [{"question": question, "response": response}]})
+    want = native.json()["results"][0]
+    assert got["rewards"] == [want["reward"]] and got["scores"] == [want["score"]]
+    assert got["extra_logs"]["code_valid"] == [1.0] and got["extract_method"] == ["fence:python"]
+    assert all(isinstance(v, list) for v in got["extra_logs"].values())  # numbers only
+    # A plain (untemplated) prompt, several samples in one request, one without code.
+    plain = {"query": ["Add.\n" + response, "Add.\nno idea"], "prompts": ["Add.\n", "Add.\n"]}
+    got = _post(server, "/get_reward", plain).json()
+    assert got["rewards"][1] == 0.0 and got["scores"][1] == 0.0 and got["rewards"][0] > 0
+
+
+def test_verl_classify_payloads(server, tok):
+    question, response = "Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"
+    rendered = tok.apply_chat_template(
+        [{"role": "user", "content": question}, {"role": "assistant", "content": response}],
+        tokenize=False, add_generation_prompt=False,
+    )  # fmt: skip
+    want = _post(server, "/v1/rewards", {"items": [{"question": question, "response": response}]})
+    reward = want.json()["results"][0]["reward"]
+    body = {"model": "/path/the/trainer/uses", "input": rendered, "use_activation": False}
+    got = _post(server, "/classify", body).json()
+    assert got["object"] == "list" and got["id"].startswith("classify-")
+    assert got["data"][-1]["probs"][-1] == reward  # what verl reads
+    assert got["data"][0]["num_classes"] == 1 and got["data"][0]["label"] == "LABEL_0"
+    assert got["usage"]["prompt_tokens"] == got["usage"]["total_tokens"] > 0
+    old = _post(server, "/classify", {"input": [rendered, rendered], "activation": False}).json()
+    assert [d["probs"][0] for d in old["data"]] == [reward, reward]
+    default = _post(server, "/classify", {"input": rendered}).json()["data"][0]["probs"][0]
+    assert default == pytest.approx(1 / (1 + pow(2.718281828459045, -reward)))  # sigmoid
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": response}]
+    by_messages = _post(server, "/classify", {"messages": messages, "use_activation": False})
+    assert by_messages.json()["data"][0]["probs"] == [reward]
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "status", "needle"),
+    [
+        ("/v1/rewards", b"{not json", 400, "not valid JSON"),
+        ("/v1/rewards", [1, 2], 400, "must be a JSON object"),
+        ("/v1/rewards", {"items": "x"}, 400, "'items' must be a list"),
+        ("/v1/rewards", {"items": [{"question": "q", "response": 3}]}, 400, "items[0].response must be a string"),
+        ("/v1/rewards", {"items": [], "extract": "magic"}, 400, "'extract' must be one of"),
+        ("/get_reward", {"query": "x"}, 400, "'query' must be a list of strings"),
+        ("/get_reward", {"query": ["<|im_start|>system\nhi<|im_end|>\nok"], "prompts": ["<|im_start|>system\nhi<|im_end|>\n"]},
+         400, "query[0]: the prompt has chat-template markers but no user turn"),
+        ("/classify", {"input": "just text, no template"}, 400, "not a conversation in a chat template"),
+        ("/classify", {"input": "x", "messages": []}, 400, "either 'input'"),
+        ("/classify", {"messages": [{"role": "user", "content": "q"}]}, 400, "last message must be the assistant's"),
+        ("/classify", {"input": "x", "use_activation": "no"}, 400, "'use_activation' must be true or false"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_one_line_4xx(server, route, body, status, needle):
+    _one_line_error(_post(server, route, body), status, needle)
+
+
+# ---------------------------------------------------------------- limits, auth, lifecycle
+
+
+def test_auth_size_limits_and_queue_full(strict):
+    item = {"question": "q", "response": "x = 1\n"}
+    _one_line_error(_post(strict, "/v1/rewards", {"items": [item]}), 401, "Authorization: Bearer")
+    wrong = {"Authorization": "Bearer nope"}
+    _one_line_error(_post(strict, "/v1/rewards", {"items": [item]}, headers=wrong), 401, "API key")
+    assert httpx.get(f"{strict.url}/health").status_code == 200  # open to probes
+    auth = {"Authorization": "Bearer s3cret"}
+    assert httpx.get(f"{strict.url}/metrics", headers=auth).status_code == 200
+    many = {"items": [item] * 5}
+    _one_line_error(_post(strict, "/v1/rewards", many, headers=auth), 413, "--max-items 4")
+    big = {"items": [{"question": "q", "response": "x" * 30000}]}
+    _one_line_error(_post(strict, "/v1/rewards", big, headers=auth), 413, "--max-request-bytes")
+
+    async def pile_up() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=strict.url, headers=auth, timeout=60) as client:
+            first = asyncio.create_task(client.post("/v1/rewards", json={"items": [item] * 3}))
+            await asyncio.sleep(0.4)  # the first waits in its 1.5 s window
+            second = await client.post("/v1/rewards", json={"items": [item]})
+            return [await first, second]
+
+    first, second = asyncio.run(pile_up())
+    assert first.status_code == 200, first.text
+    _one_line_error(second, 503, "candidates are waiting")
+    assert second.headers["retry-after"] == "1"
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_0(strict):
+    auth = {"Authorization": "Bearer s3cret"}
+
+    async def in_flight_then_term() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=strict.url, headers=auth, timeout=60) as client:
+            item = {"question": "q", "response": "x = 1\n"}
+            task = asyncio.create_task(client.post("/v1/rewards", json={"items": [item]}))
+            await asyncio.sleep(0.4)  # accepted, waiting in its 1.5 s window
+            strict.proc.send_signal(signal.SIGTERM)
+            return await task
+
+    response = asyncio.run(in_flight_then_term())
+    assert response.status_code == 200 and response.json()["results"][0]["score"] is not None
+    assert strict.proc.wait(timeout=60) == 0
+    with pytest.raises(httpx.TransportError):  # no longer accepting
+        httpx.get(f"{strict.url}/health", timeout=2)
+
+
+def test_a_model_that_cannot_load_ends_the_server_with_one_line(tmp_path):
+    srv = Server(tmp_path / "no-model")
+    assert srv.proc.wait(timeout=120) == 1
+    lines = [ln for ln in srv.proc.stderr.read().splitlines() if ln.startswith("codescaler: error")]
+    assert len(lines) == 1 and "cannot load model" in lines[0]
+
+
+# ---------------------------------------------------------------- clients
+
+
+def test_clients_and_verl_reward_functions(server):
+    from codescaler_cli.client import (
+        AsyncRewardClient,
+        RewardClient,
+        ServerError,
+        compute_score,
+        compute_score_batch,
+    )
+
+    pair = ("Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```")
+    with RewardClient(server.url) as client:
+        sync = client.score([pair, {"question": "q", "response": "", "id": "empty"}])
+        with pytest.raises(ServerError, match=r"400.*'shaping' must be one of"):
+            client.score([pair], shaping="cubic")
+
+    async def run_async() -> list[dict]:
+        async with AsyncRewardClient(server.url) as client:
+            return await client.score([pair], shaping="raw")
+
+    raw = asyncio.run(run_async())
+    assert sync[1]["id"] == "empty" and sync[1]["reward"] == 0.0
+    assert raw[0]["reward"] == raw[0]["score"] == sync[0]["score"]
+    one = compute_score("codescaler", pair[1], None, {"question": pair[0]}, url=server.url)
+    assert one == {"score": sync[0]["reward"], "raw_score": sync[0]["score"], "code_valid": 1.0}
+    batch = compute_score_batch(
+        ["x", "x"], [pair[1], "no code"], [None, None],
+        [{"prompt_text": pair[0]}, {"prompt_text": "q"}], url=server.url, question_key="prompt_text",
+    )  # fmt: skip
+    assert batch[0] == one and batch[1]["score"] == 0.0 and set(batch[1]) == set(one)
+    with pytest.raises(ValueError, match="extra_info has no string 'question'"):
+        compute_score("codescaler", pair[1], None, {}, url=server.url)
