@@ -175,5 +175,8 @@ def compute_score_batch(
     **_: Any,
 ) -> list[dict[str, Any]]:
     """verl's batched reward manager: one request for the whole batch."""
-    pairs = [(_question(info, question_key), s) for info, s in zip(extra_infos, solution_strs, strict=True)]
+    pairs = [
+        (_question(info, question_key), s)
+        for info, s in zip(extra_infos, solution_strs, strict=True)
+    ]
     return [_as_reward(r) for r in _client(url, api_key).score(pairs)]

@@ -141,6 +141,7 @@ def serve(service: Service) -> None:
     import uvicorn
 
     opts = service.options
+
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             super().handle_exit(sig, frame)

@@ -1,9 +1,10 @@
 """Request coalescing: candidates of concurrent requests scored together by one worker thread.
 
 RL trainers send one sample per request; scored one request at a time, a GPU (or CPU)
-runs tiny passes. Here requests wait a short window after the first one arrives (or until
-about ``batch_tokens`` tokens are waiting), then everything waiting goes to the scorer as
-one batch: the same Scorer as ``codescaler score``, so duplicates across requests are
+runs tiny passes. Here a batch waits, up to a short window after its first request, for
+the requests already being read (or until about ``batch_tokens`` tokens wait; a lone
+request does not wait at all), and requests that arrive while the model is busy wait for
+the next batch; then everything waiting goes to the scorer as one batch: the same Scorer as ``codescaler score``, so duplicates across requests are
 scored once, a GRPO group's shared prompt is computed once, and every score is that
 candidate's score alone within fp32 rounding. A request is never split across batches:
 one request scored alone gets exactly ``codescaler score``'s numbers for the same rows.
@@ -84,6 +85,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._pending: deque[_Request] = deque()
         self._waiting = 0  # candidates in ``_pending``
+        self._coming = 0  # requests announced (being read and extracted), not yet submitted
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="codescaler-batcher", daemon=True)
         self._thread.start()
@@ -91,6 +93,13 @@ class Batcher:
     @property
     def queue_depth(self) -> int:
         return self._waiting
+
+    def coming(self, delta: int) -> None:
+        """A request starts (+1) or stops (-1) being prepared: while any is, a batch waits
+        for it (up to the window); with none coming, a lone request runs at once."""
+        with self._cond:
+            self._coming += delta
+            self._cond.notify_all()
 
     def submit(self, items: list[Candidate]) -> Future:
         """A future of the items' :class:`Scored`, in order. Raises QueueFull or Closed."""
@@ -121,7 +130,11 @@ class Batcher:
             if not self._pending:
                 return None  # closed and drained
             deadline = self._pending[0].enqueued + self.window
-            while not self._closed and sum(r.tokens for r in self._pending) < self.batch_tokens:
+            while (
+                not self._closed
+                and self._coming > 0  # more requests are on their way
+                and sum(r.tokens for r in self._pending) < self.batch_tokens
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

@@ -33,6 +33,21 @@ class RequestError(Exception):
         self.kind = kind
 
 
+class Ticket:
+    """A request on its way to the batcher (being read, parsed, extracted): a batch being
+    formed waits for it, up to the window. Left once, at submission or on an error."""
+
+    def __init__(self, batcher: Batcher | None) -> None:
+        self.batcher = batcher
+        if batcher is not None:
+            batcher.coming(+1)
+
+    def leave(self) -> None:
+        if self.batcher is not None:
+            self.batcher.coming(-1)
+            self.batcher = None
+
+
 @dataclass
 class Scoring:
     """One request's candidates after scoring, with what the routes report."""
@@ -91,7 +106,12 @@ class Service:
 
     # ------------------------------------------------------------ scoring
 
-    async def score(self, items: list[Candidate]) -> list[Scored]:
+    def arrive(self) -> Ticket:
+        return Ticket(self.batcher)
+
+    async def score(self, items: list[Candidate], ticket: Ticket | None = None) -> list[Scored]:
+        if ticket is not None:
+            ticket.leave()
         if not self.ready.is_set():
             raise RequestError(
                 503, "the model is still loading; retry shortly", "ServiceUnavailable"
@@ -119,20 +139,25 @@ class Service:
             ) from None
 
     async def score_pairs(
-        self, questions: list[str], responses: list[str], extract: ExtractMode, shaping: Shaping
+        self,
+        questions: list[str],
+        responses: list[str],
+        extract: ExtractMode,
+        shaping: Shaping,
+        ticket: Ticket | None = None,
     ) -> Scoring:
         """Extract, score and shape as ``codescaler score`` does, row for row."""
         if not self.ready.is_set():
-            await self.score([])  # raises the loading error
+            await self.score([], ticket)  # raises the loading error
         limit = self.scorer.max_response_chars
         extractions = await asyncio.to_thread(extract_responses, responses, extract, limit)
         items = [Candidate(q, e.code) for q, e in zip(questions, extractions, strict=True)]
-        scored = await self.score(items)
+        scored = await self.score(items, ticket)
         return Scoring(extractions, score_columns(extractions, _pair_scores(scored), shaping))
 
     # ------------------------------------------------------------ routes
 
-    async def rewards(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def rewards(self, body: dict[str, Any], ticket: Ticket | None = None) -> dict[str, Any]:
         """POST /v1/rewards (native)."""
         items = body.get("items")
         if not isinstance(items, list):
@@ -147,7 +172,7 @@ class Service:
         extract = _choice(ExtractMode, body.get("extract"), self.rows.extract, "extract")
         shaping = _choice(Shaping, body.get("shaping"), self.rows.shaping, "shaping")
         done = await self.score_pairs(
-            [x["question"] for x in items], [x["response"] for x in items], extract, shaping
+            [x["question"] for x in items], [x["response"] for x in items], extract, shaping, ticket
         )
         cols = done.columns
         results = [
@@ -167,7 +192,9 @@ class Service:
         usage = {"candidates": len(items), "scored": sum(s is not None for s in cols["score"])}
         return {"results": results, "usage": {**usage, "tokens": sum(scored)}}
 
-    async def get_reward(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def get_reward(
+        self, body: dict[str, Any], ticket: Ticket | None = None
+    ) -> dict[str, Any]:
         """POST /get_reward (OpenRLHF's remote reward model)."""
         queries = body.get("query")
         if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
@@ -191,7 +218,9 @@ class Service:
                 raise RequestError(400, f"query[{i}]: {exc}") from None
             questions.append(q)
             responses.append(r)
-        done = await self.score_pairs(questions, responses, self.rows.extract, self.rows.shaping)
+        done = await self.score_pairs(
+            questions, responses, self.rows.extract, self.rows.shaping, ticket
+        )
         cols = done.columns
         flags = {k: [float(bool(v)) for v in cols[k]] for k in ("code_valid", "truncated")}
         return {
@@ -204,7 +233,7 @@ class Service:
             "extract_method": [e.method for e in done.extractions],  # strings: not in extra_logs
         }
 
-    async def classify(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def classify(self, body: dict[str, Any], ticket: Ticket | None = None) -> dict[str, Any]:
         """POST /classify (vLLM's pooling API, as verl's reward loop calls it)."""
         inputs, messages = body.get("input"), body.get("messages")
         if (inputs is None) == (messages is None):
@@ -233,7 +262,7 @@ class Service:
             for i, text in enumerate(texts):
                 if not text.strip():
                     raise RequestError(400, f"input[{i}] is empty")
-            scored = await self.score([Candidate("", t, raw=True) for t in texts])
+            scored = await self.score([Candidate("", t, raw=True) for t in texts], ticket)
             for i, s in enumerate(scored):
                 if s.score is None:
                     limit = self.scoring_options.max_length
@@ -252,7 +281,7 @@ class Service:
             except ParseError as exc:
                 raise RequestError(400, str(exc)) from None
             done = await self.score_pairs(
-                [q for q, _ in pairs], [r for _, r in pairs], mode, self.rows.shaping
+                [q for q, _ in pairs], [r for _, r in pairs], mode, self.rows.shaping, ticket
             )
             values = done.columns["reward"]
             tokens = sum(t or 0 for t in done.columns["n_tokens"])
