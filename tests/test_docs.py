@@ -27,5 +27,11 @@ def test_help_at_80_columns_cuts_no_option_or_word():
 def test_readme_is_under_10_kb_and_links_the_docs():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert len(readme.encode()) <= 10 * 1024
-    for page in ("docs/cli.md", "docs/benchmarks.md", "docs/ray.md", "docs/serve.md", "docs/extraction.md"):
+    for page in (
+        "docs/cli.md",
+        "docs/benchmarks.md",
+        "docs/ray.md",
+        "docs/serve.md",
+        "docs/extraction.md",
+    ):
         assert page in readme and (REPO / page).is_file(), page
