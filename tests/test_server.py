@@ -73,7 +73,7 @@ def server(tiny_model_dir):
 def strict(tiny_model_dir):
     """API key, tight limits, a long window (requests pile up), a timeout shorter than it."""
     srv = Server(
-        tiny_model_dir, "--batch-window-ms", "1500", "--max-queue", "3", "--max-items", "4",
+        tiny_model_dir, "--batch-window-ms", "1500", "--max-queue", "4", "--max-items", "4",
         "--max-request-bytes", "20000", env={"CODESCALER_API_KEY": "s3cret"},
     )  # fmt: skip
     srv.wait_ready()
@@ -260,24 +260,66 @@ def test_bad_requests_get_one_line_4xx(server, route, body, status, needle):
 # ---------------------------------------------------------------- limits, auth, lifecycle
 
 
+class HeldRequest:
+    """A request whose body is held back: the server has it in flight (its handler is
+    waiting for the body), so a forming batch waits for it and shutdown must finish it."""
+
+    def __init__(self, srv: Server, body: dict, headers: dict[str, str]) -> None:
+        self.data = json.dumps(body).encode()
+        lines = [
+            "POST /v1/rewards HTTP/1.1",
+            "Host: test",
+            "Content-Type: application/json",
+            f"Content-Length: {len(self.data)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        self.sock = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def finish(self) -> tuple[int, dict]:
+        self.sock.sendall(self.data)
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            raw += self.sock.recv(65536)
+        head, body = raw.split(b"\r\n\r\n", 1)
+        length = int(
+            next(
+                ln.split(b":")[1]
+                for ln in head.split(b"\r\n")
+                if ln.lower().startswith(b"content-length")
+            )
+        )
+        while len(body) < length:
+            body += self.sock.recv(65536)
+        self.sock.close()
+        return int(head.split()[1]), json.loads(body)
+
+
+AUTH = {"Authorization": "Bearer s3cret"}
+ITEM = {"question": "q", "response": "x = 1\n"}
+
+
 def test_auth_size_limits_and_queue_full(strict):
-    item = {"question": "q", "response": "x = 1\n"}
-    _one_line_error(_post(strict, "/v1/rewards", {"items": [item]}), 401, "Authorization: Bearer")
+    _one_line_error(_post(strict, "/v1/rewards", {"items": [ITEM]}), 401, "Authorization: Bearer")
     wrong = {"Authorization": "Bearer nope"}
-    _one_line_error(_post(strict, "/v1/rewards", {"items": [item]}, headers=wrong), 401, "API key")
+    _one_line_error(_post(strict, "/v1/rewards", {"items": [ITEM]}, headers=wrong), 401, "API key")
     assert httpx.get(f"{strict.url}/health").status_code == 200  # open to probes
-    auth = {"Authorization": "Bearer s3cret"}
-    assert httpx.get(f"{strict.url}/metrics", headers=auth).status_code == 200
-    many = {"items": [item] * 5}
-    _one_line_error(_post(strict, "/v1/rewards", many, headers=auth), 413, "--max-items 4")
+    assert httpx.get(f"{strict.url}/metrics", headers=AUTH).status_code == 200
+    many = {"items": [ITEM] * 5}
+    _one_line_error(_post(strict, "/v1/rewards", many, headers=AUTH), 413, "--max-items 4")
     big = {"items": [{"question": "q", "response": "x" * 30000}]}
-    _one_line_error(_post(strict, "/v1/rewards", big, headers=auth), 413, "--max-request-bytes")
+    _one_line_error(_post(strict, "/v1/rewards", big, headers=AUTH), 413, "--max-request-bytes")
+
+    held = HeldRequest(strict, {"items": [ITEM]}, AUTH)  # keeps the next batch waiting
+    time.sleep(0.3)
 
     async def pile_up() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=strict.url, headers=auth, timeout=60) as client:
-            first = asyncio.create_task(client.post("/v1/rewards", json={"items": [item] * 3}))
-            await asyncio.sleep(0.4)  # the first waits in its 1.5 s window
-            second = await client.post("/v1/rewards", json={"items": [item]})
+        async with httpx.AsyncClient(base_url=strict.url, headers=AUTH, timeout=60) as client:
+            first = asyncio.create_task(client.post("/v1/rewards", json={"items": [ITEM] * 3}))
+            await asyncio.sleep(0.4)  # queued: 3 of the 4 candidates the queue holds
+            second = await client.post("/v1/rewards", json={"items": [ITEM] * 2})
+            status, body = await asyncio.to_thread(held.finish)
+            assert status == 200, body
             return [await first, second]
 
     first, second = asyncio.run(pile_up())
@@ -287,28 +329,27 @@ def test_auth_size_limits_and_queue_full(strict):
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits_0(strict):
-    auth = {"Authorization": "Bearer s3cret"}
-
-    async def in_flight_then_term() -> httpx.Response:
-        async with httpx.AsyncClient(base_url=strict.url, headers=auth, timeout=60) as client:
-            item = {"question": "q", "response": "x = 1\n"}
-            task = asyncio.create_task(client.post("/v1/rewards", json={"items": [item]}))
-            await asyncio.sleep(0.4)  # accepted, waiting in its 1.5 s window
-            strict.proc.send_signal(signal.SIGTERM)
-            return await task
-
-    response = asyncio.run(in_flight_then_term())
-    assert response.status_code == 200 and response.json()["results"][0]["score"] is not None
+    held = HeldRequest(strict, {"items": [ITEM]}, AUTH)
+    time.sleep(0.3)
+    strict.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # shutting down, with the request in flight
+    status, body = held.finish()
+    assert status == 200 and body["results"][0]["score"] is not None
     assert strict.proc.wait(timeout=60) == 0
     with pytest.raises(httpx.TransportError):  # no longer accepting
         httpx.get(f"{strict.url}/health", timeout=2)
 
 
-def test_a_model_that_cannot_load_ends_the_server_with_one_line(tmp_path):
-    srv = Server(tmp_path / "no-model")
-    assert srv.proc.wait(timeout=120) == 1
-    lines = [ln for ln in srv.proc.stderr.read().splitlines() if ln.startswith("codescaler: error")]
-    assert len(lines) == 1 and "cannot load model" in lines[0]
+def test_a_model_that_cannot_load_ends_the_server_with_its_error(tmp_path):
+    from codescaler_cli.config import ModelOptions, RowOptions, ScoringOptions, ServeOptions
+    from codescaler_cli.engines.server.app import serve
+    from codescaler_cli.engines.server.service import Service
+    from codescaler_cli.errors import ModelError
+
+    missing = ModelOptions(model=str(tmp_path / "no-model"), device="cpu")
+    service = Service(missing, ScoringOptions(), RowOptions(), ServeOptions(port=_free_port()))
+    with pytest.raises(ModelError, match="cannot load model"):
+        serve(service)  # stops by itself once the load fails
 
 
 # ---------------------------------------------------------------- clients

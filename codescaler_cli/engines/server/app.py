@@ -48,6 +48,8 @@ def create_app(service: Service) -> FastAPI:
     ) -> Response:
         started = time.perf_counter()
         route = request.url.path
+        # A scoring request is announced from its first byte: a forming batch waits for it.
+        ticket = request.state.ticket = service.arrive(request.method == "POST")
         try:
             if key and route not in OPEN_ROUTES:
                 given = request.headers.get("authorization", "")
@@ -62,6 +64,8 @@ def create_app(service: Service) -> FastAPI:
             response = await call_next(request)
         except RequestError as exc:
             response = error(exc)
+        finally:
+            ticket.leave()
         service.metrics.request(route, response.status_code, time.perf_counter() - started)
         return response
 

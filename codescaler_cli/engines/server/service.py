@@ -106,8 +106,8 @@ class Service:
 
     # ------------------------------------------------------------ scoring
 
-    def arrive(self) -> Ticket:
-        return Ticket(self.batcher)
+    def arrive(self, scoring: bool = True) -> Ticket:
+        return Ticket(self.batcher if scoring else None)
 
     async def score(self, items: list[Candidate], ticket: Ticket | None = None) -> list[Scored]:
         if ticket is not None:
