@@ -421,7 +421,7 @@ def test_ray_only_options_need_the_ray_engine(tmp_path, tiny_model_dir):
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
 def test_sigint_to_the_cli_leaves_no_ray_processes(ray_cluster, tiny_model_dir, tmp_path):
     """`codescaler score --engine ray` interrupted with Ctrl-C: exit 130, no Ray process
-    left, no output; the same run then resumes and matches the local engine."""
+    left, no output, the finished chunks kept."""
     src = _write_jsonl(tmp_path / "in.jsonl", _rows(16, 25))  # 400 rows in 20 chunks
     out = tmp_path / "out.parquet"
     env, marker = _tagged_env(OMP_NUM_THREADS="1")
@@ -447,13 +447,8 @@ def test_sigint_to_the_cli_leaves_no_ray_processes(ray_cluster, tiny_model_dir, 
         assert not out.exists()
     finally:
         _reap(child, marker)
-    # The same run again (on this module's cluster) resumes the finished chunks.
-    specs = resolve_inputs([str(src)])
-    opts = replace(_cfg(tiny_model_dir, out, chunk_size=20), resume=ResumeMode.auto)
-    summary, messages = _ray(specs, opts)
-    assert summary.chunks_resumed >= 2, messages
-    _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", chunk_size=20))
-    _assert_same_tables(pq.read_table(tmp_path / "local.parquet"), pq.read_table(out))
+    # Finished chunks stay for a resumed run (resuming across engines: the many-chunks test).
+    assert len(list(partial.glob("part-*.parquet"))) >= 2
 
 
 def test_both_readers_detect_fields_over_the_same_rows(tmp_path):

@@ -51,21 +51,36 @@ def _cmd(src: Path, out: Path, model: Path, *extra: str, hooked: bool = False) -
     ]
 
 
-def _log(path: Path) -> dict[int, int]:
-    """Chunk index -> forward passes, from hooked_cli's log."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    return {d["chunk"]: d["forward_calls"] for d in map(json.loads, lines)}
+def _logged_run(args: list[str], monkeypatch) -> tuple[dict[int, int], object]:
+    """``codescaler score ARGS`` in this process, with each chunk's forward passes."""
+    from typer.testing import CliRunner
+
+    from codescaler_cli.cli import app
+    from codescaler_cli.engines import local
+
+    real, passes = local.finish_chunk, {}
+
+    def finish_chunk(prepared, options, scorer, *a, **k):
+        before = scorer.rm.forward_calls
+        result = real(prepared, options, scorer, *a, **k)
+        passes[prepared.chunk.index] = scorer.rm.forward_calls - before
+        return result
+
+    monkeypatch.setattr(local, "finish_chunk", finish_chunk)
+    result = CliRunner().invoke(app, ["score", *args])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setattr(local, "finish_chunk", real)
+    return passes, result
 
 
-def test_sigkill_then_resume_gives_identical_output(tiny_model_dir, tmp_path):
+def test_sigkill_then_resume_gives_identical_output(tiny_model_dir, tmp_path, monkeypatch):
     src = tmp_path / "in.jsonl"
     _write_input(src, 120)
     opts = ("--chunk-size", "15", "--max-tokens-per-batch", "300", "--no-prefix-reuse")
-    # Reference: one uninterrupted run, logging each chunk's forward passes.
-    ref_out, ref_log = tmp_path / "ref.parquet", tmp_path / "ref.log"
-    env = {**os.environ, "CODESCALER_TEST_LOG": str(ref_log)}
-    subprocess.run(_cmd(src, ref_out, tiny_model_dir, *opts, hooked=True), check=True, env=env)
-    per_chunk = _log(ref_log)
+    common = ["--model", str(tiny_model_dir), "--device", "cpu", "-q", *opts]
+    # Reference: one uninterrupted run, with each chunk's forward passes.
+    ref_out = tmp_path / "ref.parquet"
+    per_chunk, _ = _logged_run([str(src), "-o", str(ref_out), *common], monkeypatch)
     assert sorted(per_chunk) == list(range(8))
 
     # A run that blocks after its 2nd checkpointed chunk, signals, and is killed there.
@@ -94,15 +109,13 @@ def test_sigkill_then_resume_gives_identical_output(tiny_model_dir, tmp_path):
     done_before = sorted(int(p.name[5:11]) for p in partial.glob("part-*.parquet"))
     assert len(done_before) >= 2 and not out.exists()
 
-    summary, log = tmp_path / "summary.json", tmp_path / "rerun.log"
-    env = {**os.environ, "CODESCALER_TEST_LOG": str(log)}
-    extra = (*opts, "--summary-json", str(summary))
-    subprocess.run(_cmd(src, out, tiny_model_dir, *extra, hooked=True), check=True, env=env)
+    summary = tmp_path / "summary.json"
+    args = [str(src), "-o", str(out), *common, "--summary-json", str(summary)]
+    rerun, _ = _logged_run(args, monkeypatch)
     assert not partial.exists()
     data = json.loads(summary.read_text())
     assert data["chunks_resumed"] == len(done_before) and data["chunks"] == 8
     # Only the other chunks went through the model, each with its own passes again.
-    rerun = _log(log)
     assert sorted(rerun) == [i for i in range(8) if i not in done_before]
     assert data["forward_calls"] == sum(per_chunk[i] for i in rerun) == sum(rerun.values())
     assert pq.read_table(out).equals(pq.read_table(ref_out))
@@ -201,11 +214,11 @@ def test_peak_memory_does_not_grow_with_rows(tiny_model_dir, tmp_path):
     """4x the rows (each carrying 64 KB of pass-through data) must not raise peak RSS:
     rows stream through in chunks, and the final merge streams the parts."""
     small, big = tmp_path / "small.jsonl", tmp_path / "big.jsonl"
-    _write_input(small, 250, payload=65536)
-    _write_input(big, 1000, payload=65536)  # ~66 MB of input
-    opts = ["--chunk-size", "125", "--no-prefix-reuse"]
+    _write_input(small, 125, payload=65536)
+    _write_input(big, 500, payload=65536)  # ~33 MB of input
+    opts = ["--chunk-size", "60", "--no-prefix-reuse"]
     rss_small = _peak_rss_mb(_cmd(small, tmp_path / "s.parquet", tiny_model_dir, *opts))
     rss_big = _peak_rss_mb(_cmd(big, tmp_path / "b.parquet", tiny_model_dir, *opts))
-    assert pq.read_metadata(tmp_path / "b.parquet").num_rows == 1000
-    # Loading all rows would add ~66 MB of Python strings (several times that as dicts/Arrow).
+    assert pq.read_metadata(tmp_path / "b.parquet").num_rows == 500
+    # Loading all rows would add ~33 MB of Python strings (several times that as dicts/Arrow).
     assert rss_big < rss_small + 40, (rss_small, rss_big)

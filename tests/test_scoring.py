@@ -167,7 +167,7 @@ def test_out_of_memory_halves_batches_and_keeps_scores(
 ):
     """Two streams share the budget while it is halved."""
     streams = 2
-    calls = _oom_when_wider_than(rm, monkeypatch, 500)
+    calls = _oom_when_wider_than(rm, monkeypatch, 1000)
     res, scorer = _score(
         rm,
         max_tokens_per_batch=20_000,

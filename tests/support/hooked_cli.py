@@ -3,8 +3,6 @@
     python tests/support/hooked_cli.py score ...
 
 Environment:
-- ``CODESCALER_TEST_LOG=PATH``: append one JSON line per chunk scored here:
-  ``{"chunk": index, "forward_calls": passes the chunk took}``.
 - ``CODESCALER_TEST_BLOCK_AFTER=N``: after the N-th finished chunk is checkpointed, create
   ``CODESCALER_TEST_SIGNAL`` (a path) and block until ``CODESCALER_TEST_RELEASE`` (a path)
   exists, or until killed when it is not set.
@@ -12,7 +10,6 @@ Environment:
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,24 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from codescaler_cli.engines import local
 from codescaler_cli.io.checkpoint import PartialRun
 
-log = os.environ.get("CODESCALER_TEST_LOG")
 block_after = int(os.environ.get("CODESCALER_TEST_BLOCK_AFTER", "0"))
-
-if log:
-    real_finish = local.finish_chunk
-
-    def finish_chunk(prepared, options, scorer, *args, **kwargs):
-        before = scorer.rm.forward_calls
-        result = real_finish(prepared, options, scorer, *args, **kwargs)
-        with open(log, "a", encoding="utf-8") as fh:
-            calls = scorer.rm.forward_calls - before
-            fh.write(json.dumps({"chunk": prepared.chunk.index, "forward_calls": calls}) + "\n")
-        return result
-
-    local.finish_chunk = finish_chunk
 
 if block_after:
     real_write = PartialRun.write_part
