@@ -18,7 +18,7 @@ from .errors import BadRowError
 from .extract import Extraction, extract_code
 from .fields import Fields
 from .io.inputs import InputSpec
-from .io.jsonl import BadRow
+from .io.jsonl import BadRow, describe
 from .io.readers import Chunk
 from .progress import Progress, RunSummary
 from .shaping import shape_reward
@@ -29,20 +29,6 @@ if TYPE_CHECKING:
 
     from .model.reward_model import RewardModel
     from .scoring.scorer import PairScores, Prepared, Scorer
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def validate_rows(chunk: Chunk, fields: Fields | None) -> tuple[list[int], list[BadRow]]:
@@ -57,7 +43,7 @@ def validate_rows(chunk: Chunk, fields: Fields | None) -> tuple[list[int], list[
                 bad.append(BadRow(chunk.locations[i], f"missing field {name!r}", rec))
                 break
             if not isinstance(rec[name], str):
-                reason = f"field {name!r} must be a string, got {_describe(rec[name])}"
+                reason = f"field {name!r} must be a string, got {describe(rec[name])}"
                 bad.append(BadRow(chunk.locations[i], reason, rec))
                 break
         else:

@@ -79,7 +79,7 @@ BAD_FILES = [
         "in.jsonl",
         _line(GOOD) + _line({"question": ["q"], "response": "x"}),
         1,
-        ["in.jsonl:2", "field 'question' must be a string, got a list"],
+        ["in.jsonl:2", "field 'question' must be a string, got an array"],
     ),
     (
         "null-field",

@@ -3,6 +3,7 @@ principle. Each case is a situation a hostile or unlucky user can create."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,6 +42,23 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 def _score(args: list[str], model: Path | None = None, **kw):
     extra = ["--model", str(model), "--device", "cpu"] if model else []
     return runner.invoke(app, ["score", *args, *extra], **kw)
+
+
+@contextlib.contextmanager
+def _interrupted_at_third_chunk(monkeypatch):
+    """Ctrl-C while the third chunk is prepared (two are checkpointed by then)."""
+    from codescaler_cli.engines import local
+
+    real = local.prepare_chunk
+
+    def interrupt(chunk, *a, **k):
+        if chunk.index == 2:
+            raise KeyboardInterrupt
+        return real(chunk, *a, **k)
+
+    monkeypatch.setattr(local, "prepare_chunk", interrupt)
+    yield
+    monkeypatch.setattr(local, "prepare_chunk", real)
 
 
 def _one_line(result, code: int, *needles: str) -> str:
@@ -164,25 +182,16 @@ def test_metrics_json_equal_to_the_input_is_refused_before_scoring(tmp_path, mon
 def test_output_inside_the_input_directory_is_never_read_and_resumes(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    from codescaler_cli.engines import local
 
     data = tmp_path / "data"
     data.mkdir()
     _jsonl(data / "a.jsonl", _rows(8))
     _jsonl(data / "b.jsonl", _rows(8, 8))
     out = data / "scored.jsonl"
-    real = local.prepare_chunk
-
-    def interrupt_third(chunk, *a, **k):
-        if chunk.index == 2:
-            raise KeyboardInterrupt
-        return real(chunk, *a, **k)
-
-    monkeypatch.setattr(local, "prepare_chunk", interrupt_third)
     args = [str(data), "-o", str(out), "--chunk-size", "4", "--summary-json", str(data / "s.json")]
-    assert _score(args, tiny_model_dir).exit_code == 130
+    with _interrupted_at_third_chunk(monkeypatch):
+        assert _score(args, tiny_model_dir).exit_code == 130
     assert Path(f"{out}.partial").is_dir()
-    monkeypatch.setattr(local, "prepare_chunk", real)
     result = _score(args, tiny_model_dir)
     assert result.exit_code == 0, result.output
     summary = json.loads((data / "s.json").read_text())
@@ -198,23 +207,14 @@ def test_output_inside_the_input_directory_is_never_read_and_resumes(
 
 
 def test_kill_swap_the_weights_rerun_starts_over_with_the_new_model(tmp_path, monkeypatch):
-    from codescaler_cli.engines import local
     from codescaler_cli.tiny_model import build_tiny_reward_model
 
     model = build_tiny_reward_model(tmp_path / "model", seed=1)
     src = _jsonl(tmp_path / "in.jsonl", _rows(12))
     out = tmp_path / "out.parquet"
-    real = local.prepare_chunk
-
-    def interrupt_third(chunk, *a, **k):
-        if chunk.index == 2:
-            raise KeyboardInterrupt
-        return real(chunk, *a, **k)
-
-    monkeypatch.setattr(local, "prepare_chunk", interrupt_third)
     args = [str(src), "-o", str(out), "--chunk-size", "4"]
-    assert _score([*args, "-q"], model).exit_code == 130
-    monkeypatch.setattr(local, "prepare_chunk", real)
+    with _interrupted_at_third_chunk(monkeypatch):
+        assert _score([*args, "-q"], model).exit_code == 130
     build_tiny_reward_model(model, seed=2)  # new weights, same shapes, same directory
     result = _score(args, model)
     assert result.exit_code == 0, result.output

@@ -84,7 +84,7 @@ def parse_jsonl_line(raw: bytes, loc: str) -> dict[str, Any] | BadRow:
 
 def _as_row(obj: Any, loc: str, text: str | None) -> dict[str, Any] | BadRow:
     if not isinstance(obj, dict):
-        return BadRow(loc, f"expected a JSON object, got {_json_type(obj)}", obj)
+        return BadRow(loc, f"expected a JSON object, got {describe(obj)}", obj)
     if (text is None or _SURROGATE_ESCAPE.search(text)) and _has_lone_surrogate(obj):
         raw = text if text is not None else json.dumps(obj)  # escaped: writable as UTF-8
         return BadRow(loc, "a string holds a lone surrogate (\\ud800-\\udfff), not text", raw)
@@ -105,14 +105,16 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def _json_type(obj: Any) -> str:
-    if obj is None:
+def describe(value: Any) -> str:
+    """A JSON value's kind, for messages: "null", "a number", "an array"..."""
+    if value is None:
         return "null"
-    if isinstance(obj, bool):
+    if isinstance(value, bool):
         return "a boolean"
-    if isinstance(obj, (int, float)):
+    if isinstance(value, (int, float)):
         return "a number"
-    return {list: "an array", str: "a string"}.get(type(obj), type(obj).__name__)
+    kinds = {list: "an array", tuple: "an array", dict: "an object", str: "a string"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def document_rows(data: bytes, name: str, kind: str) -> list[tuple[str, dict | BadRow]]:
