@@ -59,6 +59,7 @@ class ChunkResult:
     index: int = 0
     n_read: int = 0
     ran: list[bool] | None = None  # with a shard: the rows whose score it computed
+    plan: str | None = None  # with a shard: a digest of the passes every shard must plan alike
 
 
 @dataclass
@@ -158,13 +159,13 @@ def finish_chunk(
         "n_code_blocks": pa.array([e.n_blocks for e in extractions], pa.int32()),
     }
     unique = 0
-    ran = None
+    ran = plan = None
     if options.score:
         from .scoring.scorer import PairScores
 
         tick = (lambda k, t: progress.advance(k, t)) if progress else None
         res = scorer.run(pc.prepared, progress=tick, shard=shard) if n else PairScores.empty()
-        unique, ran = res.unique_scored, res.ran
+        unique, ran, plan = res.unique_scored, res.ran, res.plan
         if progress:
             # Rows not run through the model (duplicates, no code, other shards') count too.
             progress.advance(n - res.ticked, 0)
@@ -183,7 +184,7 @@ def finish_chunk(
         table = (
             table.append_column(name, arr) if table.num_columns or n == 0 else pa.table({name: arr})
         )
-    return ChunkResult(table, pc.bad, unique, pc.chunk.index, pc.chunk.n_read, ran)
+    return ChunkResult(table, pc.bad, unique, pc.chunk.index, pc.chunk.n_read, ran, plan)
 
 
 def process_chunk(

@@ -161,7 +161,8 @@ def decoded_rows(rows: Iterable[dict[str, Any]], names: Sequence[str]) -> Iterab
 
 def unify_parts(schemas: list[pa.Schema]) -> pa.Schema:
     """One schema for every part: columns in first-seen order; a column whose type differs
-    between parts (beyond parts where it is all null) becomes JSON text in all of them."""
+    between parts (beyond nulls: an all-null column, an empty list) becomes JSON text in
+    all of them, so no value changes (an object never gains another chunk's keys)."""
     import pyarrow as pa
 
     types: dict[str, list[pa.DataType]] = {}
@@ -173,15 +174,43 @@ def unify_parts(schemas: list[pa.Schema]) -> pa.Schema:
     fields = []
     for name, kinds in types.items():
         if name not in as_json:
-            try:  # "default": only all-null parts give way; nothing else is converted
-                one = [pa.schema([pa.field(name, t)]) for t in kinds]
-                fields.append(pa.unify_schemas(one, promote_options="default").field(name))
+            kind = kinds[0]
+            for other in kinds[1:]:
+                kind = _with_nulls_filled(kind, other)
+                if kind is None:
+                    break
+            if kind is not None:
+                fields.append(pa.field(name, kind))
                 continue
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-                as_json.add(name)
+            as_json.add(name)
         fields.append(pa.field(name, pa.string()))
     meta = {JSON_COLUMNS_KEY: json.dumps([n for n in types if n in as_json])} if as_json else None
     return pa.schema(fields, metadata=meta)
+
+
+def _with_nulls_filled(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type holding both ``a`` and ``b`` exactly, when they differ only where one has
+    nothing but nulls (an all-null column, an empty list); None otherwise."""
+    import pyarrow as pa
+
+    if a == b or pa.types.is_null(b):
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        item = _with_nulls_filled(a.value_type, b.value_type)
+        return None if item is None else pa.list_(pa.field(a.value_field.name, item))
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        if [f.name for f in a] != [f.name for f in b]:  # other keys: not one object shape
+            return None
+        fields = []
+        for fa, fb in zip(a, b, strict=True):
+            kind = _with_nulls_filled(fa.type, fb.type)
+            if kind is None:
+                return None
+            fields.append(pa.field(fa.name, kind))
+        return pa.struct(fields)
+    return None
 
 
 def conform(table: pa.Table, schema: pa.Schema, part_json: Iterable[str] | None = None) -> pa.Table:
@@ -209,8 +238,9 @@ def conform(table: pa.Table, schema: pa.Schema, part_json: Iterable[str] | None 
 def input_table(
     records: list[dict[str, Any]], replace_outputs: bool, schema: pa.Schema | None = None
 ) -> pa.Table:
-    """Input columns that collide with output columns are kept as ``input_<name>``,
-    unless the rows are a previous codescaler output being re-scored."""
+    """Input columns that collide with output columns are kept as ``input_<name>``
+    (``input_input_<name>`` if that is taken too...), unless the rows are a previous
+    codescaler output being re-scored."""
     table = records_to_table(records, schema)
     names = table.column_names
     collisions = [c for c in names if c in OUTPUT_COLUMNS]
@@ -219,9 +249,16 @@ def input_table(
     as_json = json_columns(table.schema)
     if replace_outputs:
         return with_json_columns(table.drop_columns(collisions), as_json)
-    renamed = [f"input_{c}" if c in OUTPUT_COLUMNS else c for c in names]
-    table = table.rename_columns(renamed)
-    return with_json_columns(table, [f"input_{c}" if c in OUTPUT_COLUMNS else c for c in as_json])
+    taken = set(names) | set(OUTPUT_COLUMNS)
+    new = {}
+    for c in collisions:
+        name = f"input_{c}"
+        while name in taken:
+            name = f"input_{name}"
+        taken.add(name)
+        new[c] = name
+    table = table.rename_columns([new.get(c, c) for c in names])
+    return with_json_columns(table, [new.get(c, c) for c in as_json])
 
 
 def looks_scored(columns: Sequence[str]) -> bool:

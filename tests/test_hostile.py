@@ -525,3 +525,85 @@ def test_model_errors_name_the_flag_or_the_cause(tiny_model_dir, tmp_path):
 
 def _no_model(*a, **k):
     raise AssertionError("the model must not be loaded")
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_objects_whose_keys_differ_between_chunks_keep_their_keys(tmp_path):
+    rows = [
+        {"question": "q", "response": "x = 1\n", "meta": {"a": 1, "b": 2}},
+        {"question": "q", "response": "x = 1\n", "meta": {"b": 3}},
+        {"question": "q", "response": "x = 1\n", "meta": {"b": 1, "a": 2}},
+    ]
+    src = _jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "o.parquet"
+    r = runner.invoke(app, ["extract", str(src), "-o", str(out), "--chunk-size", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    values = [json.loads(v) for v in pq.read_table(out).column("meta").to_pylist()]
+    assert [list(v.items()) for v in values] == [list(r["meta"].items()) for r in rows]
+
+
+def test_input_columns_named_like_outputs_never_collide(tmp_path):
+    src = _jsonl(tmp_path / "in.jsonl", [
+        {"question": "q", "response": "```python\nx = 1\n```", "code": 1, "input_code": 2}
+    ])  # fmt: skip
+    for out in (tmp_path / "o.jsonl", tmp_path / "o.parquet"):
+        r = runner.invoke(app, ["extract", str(src), "-o", str(out), "-q"])
+        assert r.exit_code == 0, r.output
+    row = json.loads((tmp_path / "o.jsonl").read_text())
+    assert (row["input_code"], row["input_input_code"], row["code"]) == (2, 1, "x = 1")
+    assert pq.read_table(tmp_path / "o.parquet").column("input_input_code").to_pylist() == [1]
+
+
+def test_ctrl_c_while_counting_rows_leaves_nothing_and_frees_the_lock(tmp_path, monkeypatch):
+    import codescaler_cli.engines.loop as loop
+    from codescaler_cli.config import RowOptions, RunOptions
+    from codescaler_cli.io.inputs import resolve_inputs
+
+    def interrupted(specs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "count_rows", interrupted)
+    src = _jsonl(tmp_path / "in.jsonl", _rows(3))
+    opts = RunOptions(str(tmp_path / "o.jsonl"), RowOptions(score=False))
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(resolve_inputs([str(src)]), opts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_a_file_where_the_checkpoint_goes_is_refused_first(tmp_path):
+    src = _jsonl(tmp_path / "in.jsonl", _rows(3))
+    (tmp_path / "o.jsonl.partial").write_text("not a directory")
+    r = runner.invoke(app, ["extract", str(src), "-o", str(tmp_path / "o.jsonl")])
+    _one_line(r, 1, "o.jsonl.partial is a file")
+
+
+def test_a_failed_batch_fails_only_the_request_at_fault():
+    from codescaler_cli.config import ServeOptions
+    from codescaler_cli.engines.server.batcher import Batcher, Candidate, Ticket
+    from codescaler_cli.scoring.oom import ScoreStats
+    from codescaler_cli.scoring.scorer import PairScores
+
+    class Scorer:  # what the batcher uses of one; fails on a poisoned candidate
+        stats = ScoreStats()
+
+        def prepare(self, questions, codes):
+            if "boom" in codes:
+                raise RuntimeError("tokenizer failed")
+            return type("P", (), {"owner": list(range(len(codes))), "encoded": codes})()
+
+        def run(self, prepared):
+            n = len(prepared.encoded)
+            return PairScores([1.0] * n, [3] * n, [False] * n, [False] * n, n)
+
+    batcher = Batcher(Scorer(), ServeOptions(batch_window_ms=2000))  # type: ignore[arg-type]
+    try:
+        tickets = [Ticket(batcher), Ticket(batcher)]  # both announced: one batch holds both
+        good = batcher.submit([Candidate("q", "x = 1")], tickets[0])
+        bad = batcher.submit([Candidate("q", "boom")], tickets[1])
+        assert good.result(timeout=30)[0].score == 1.0
+        with pytest.raises(RuntimeError, match="tokenizer failed"):
+            bad.result(timeout=30)
+    finally:
+        batcher.close()

@@ -207,3 +207,49 @@ def test_run_passes_raises_the_first_error_and_drops_queued_passes():
     with pytest.raises(ValueError, match="pass failed"):
         run_passes([boom, *[lambda i=i: ran.append(i) for i in range(20)]], 1)
     assert ran == []
+
+
+# ---------------------------------------------------------------- shards plan alike
+
+
+def test_shards_plan_alike_after_an_out_of_memory_and_report_a_differing_plan(rm):
+    from codescaler_cli.config import ScoringOptions
+    from codescaler_cli.scoring.scorer import Scorer
+    from support.scoring import scoring_pairs
+
+    pairs = scoring_pairs()
+    questions, codes = [q for q, _ in pairs], [c for _, c in pairs]
+
+    def shard(scorer: Scorer, k: int):
+        return scorer.run(scorer.prepare(questions, codes), shard=(k, 2))
+
+    # Plain batches (no prompt reuse): their members depend on the budget.
+    a = Scorer(rm, ScoringOptions(max_tokens_per_batch=1024, streams=1, prefix_reuse=False))
+    b = Scorer(rm, ScoringOptions(max_tokens_per_batch=1024, streams=1, prefix_reuse=False))
+    b._budget.note_oom(4, 300)  # an out-of-memory error lowered b's budget for good
+    first, second = shard(a, 0), shard(b, 1)
+    assert first.plan == second.plan
+    ran = [x or y for x, y in zip(first.ran, second.ran, strict=True)]
+    assert all(ran)  # every candidate scored by one shard or the other
+    small = ScoringOptions(max_tokens_per_batch=64, streams=1, prefix_reuse=False)
+    other = shard(Scorer(rm, small), 1)
+    assert other.plan != first.plan  # the Ray engine refuses to merge these
+
+
+def test_ray_merge_of_an_empty_sharded_chunk(tmp_path):
+    import pickle
+
+    import pyarrow as pa
+
+    from codescaler_cli.engines.ray.actor import ROW_ID, to_ipc
+    from codescaler_cli.engines.ray.engine import _merge
+
+    empty = pa.table({"code": pa.array([], pa.string()), "score": pa.array([], pa.float64()),
+                      ROW_ID: pa.array([], pa.int64())})  # fmt: skip
+    parts = [
+        {"index": 3, "shard": k, "table": to_ipc(empty), "bad": pickle.dumps([]), "n_read": 2,
+         "unique_scored": 0, "plan": None}
+        for k in (1, 0)
+    ]  # fmt: skip
+    result = _merge(parts)
+    assert result.table.num_rows == 0 and result.index == 3 and result.n_read == 2

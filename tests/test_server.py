@@ -251,6 +251,9 @@ def test_verl_classify_payloads(server, tok):
         ("/classify", {"input": "x", "messages": []}, 400, "either 'input'"),
         ("/classify", {"messages": [{"role": "user", "content": "q"}]}, 400, "last message must be the assistant's"),
         ("/classify", {"input": "x", "use_activation": "no"}, 400, "'use_activation' must be true or false"),
+        ("/v1/rewards", b'{"items": [{"question": "\\ud800", "response": "x"}]}', 400, "items[0].question holds a lone surrogate"),
+        ("/get_reward", b'{"query": ["a\\udfff"], "prompts": ["a"]}', 400, "query[0] holds a lone surrogate"),
+        ("/v1/rewards", b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
     ],
 )  # fmt: skip
 def test_bad_requests_get_one_line_4xx(server, route, body, status, needle):
@@ -297,6 +300,25 @@ class HeldRequest:
 
 AUTH = {"Authorization": "Bearer s3cret"}
 ITEM = {"question": "q", "response": "x = 1\n"}
+
+
+def test_a_lone_request_does_not_wait_for_the_window(strict):
+    started = time.monotonic()
+    r = _post(strict, "/v1/rewards", {"items": [ITEM]}, headers=AUTH)
+    assert r.status_code == 200 and time.monotonic() - started < 1.0  # the window is 1.5 s
+
+
+def test_chunked_bodies_are_limited_and_any_path_is_one_metrics_label(strict):
+    def chunks():
+        for _ in range(40):
+            yield b" " * 1000  # 40 kB, no Content-Length: over the 20 kB limit
+
+    r = httpx.post(f"{strict.url}/v1/rewards", content=chunks(), headers=AUTH, timeout=60)
+    _one_line_error(r, 413, "--max-request-bytes")
+    for i in range(3):
+        assert httpx.get(f"{strict.url}/nope-{i}", headers=AUTH).status_code == 404
+    text = httpx.get(f"{strict.url}/metrics", headers=AUTH).text
+    assert 'route="other"' in text and "nope" not in text
 
 
 def test_auth_size_limits_and_queue_full(strict):

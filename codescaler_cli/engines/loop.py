@@ -61,9 +61,9 @@ def run(
     started = time.perf_counter()
     summary = RunSummary(output=opts.output)
     sink = _Sink(opts, specs, rejected_path, stdout)
-    sink.lock()
-    progress.start(count_rows(specs))
     try:
+        sink.lock()
+        progress.start(count_rows(specs))
         with engine.session(progress):
             sink.open(run_fingerprint(specs, opts, engine.device()), progress, summary)
             fields = InputFields(opts.rows.question_field, opts.rows.response_field)
@@ -174,8 +174,8 @@ class _Sink:
                 self.partial.discard()
             if not self.partial.parts:
                 self.partial.remove()
-        elif self.output_lock is not None and self.output_lock.created_dir:
-            PartialRun(self.base, {}).remove()
+        elif self.output_lock is not None and self.output_lock.holds_new_dir:
+            PartialRun(self.base, {}).remove()  # ours, and nothing of an earlier run in it
 
     def close(self) -> None:
         if self.writer is not None:

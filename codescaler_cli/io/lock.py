@@ -66,6 +66,11 @@ class OutputLock:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             return
 
+    @property
+    def holds_new_dir(self) -> bool:
+        """Held, on a directory this run created (so removing it loses nothing)."""
+        return self.fd is not None and self.created_dir
+
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing drops the lock
@@ -90,6 +95,6 @@ def holding(output: str) -> Iterator[None]:
     try:
         yield
     finally:
-        lock.release()
-        if lock.created_dir:
+        if lock.created_dir:  # removed while still held: no other run can be in it
             shutil.rmtree(lock.dir, ignore_errors=True)
+        lock.release()

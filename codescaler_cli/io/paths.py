@@ -36,6 +36,14 @@ def check_paths(specs: list[InputSpec], outputs: Mapping[str, str | None]) -> No
         directory = output_dir(path) if flag == "-o" else None
         target = directory or path
         _check_writable(flag, path, target, is_dir=directory is not None)
+        if (
+            flag == "-o"
+            and os.path.exists(target + ".partial")
+            and not os.path.isdir(target + ".partial")
+        ):
+            raise OutputError(
+                f"{flag} {path}: {target}.partial is a file; it must be free for the checkpoint"
+            )
         real = os.path.realpath(target)
         if real in inputs:
             raise UsageError(f"{flag} {path} is an input; it would be overwritten")

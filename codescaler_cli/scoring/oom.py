@@ -54,6 +54,7 @@ class Budget:
     """Padded tokens per forward pass, halved on out-of-memory; and the pass counters."""
 
     def __init__(self, tokens: int, device: torch.device) -> None:
+        self.initial = tokens
         self.tokens = tokens
         self.device = device
         self.stats = ScoreStats()

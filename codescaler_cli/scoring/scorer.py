@@ -8,6 +8,7 @@ within 1e-9).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -38,6 +39,7 @@ class PairScores:
     unique_scored: int = 0  # unique pairs that fit (scored by this run or, with shards, another)
     ticked: int = 0  # unique pairs this run scored (and reported to progress)
     ran: list[bool] | None = None  # with a shard: rows whose score this run computed
+    plan: str | None = None  # with a shard: a digest of the whole plan (equal in every shard)
 
     @classmethod
     def empty(cls) -> PairScores:
@@ -111,7 +113,7 @@ class Scorer:
         encoded = prepared.encoded
         n = len(prepared.owner)
         result = PairScores([None] * n, [None] * n, [False] * n, [False] * n)
-        scores, done = self._score_encoded(encoded, prepared.questions, progress, shard)
+        scores, done, plan = self._score_encoded(encoded, prepared.questions, progress, shard)
         for i, slot in enumerate(prepared.owner):
             if slot < 0:
                 continue
@@ -126,6 +128,7 @@ class Scorer:
         result.unique_scored = sum(e.ids is not None for e in encoded)
         result.ticked = sum(done)
         if shard is not None:
+            result.plan = plan
             # A row with no score to compute (no code, too long) needs no shard.
             result.ran = [
                 slot < 0 or encoded[slot].ids is None or done[slot] for slot in prepared.owner
@@ -140,8 +143,11 @@ class Scorer:
         questions: Sequence[str],
         progress: ProgressFn | None,
         shard: tuple[int, int] | None,
-    ) -> tuple[list[float | None], list[bool]]:
+    ) -> tuple[list[float | None], list[bool], str | None]:
         scores: list[float | None] = [None] * len(encoded)
+        # Shards split the plan between them, so they must make the same one: with the
+        # budget they started with, not one an out-of-memory error lowered in one of them.
+        budget = self._budget.initial if shard is not None else self.budget
         todo = [i for i, e in enumerate(encoded) if e.ids is not None]
         if progress is not None:
             progress = serialized(progress)
@@ -153,21 +159,23 @@ class Scorer:
             for g in groups:
                 self.stats.prefix_groups += 1
                 self.stats.prefix_tokens_saved += len(g.prefix) * (len(g.members) - 1)
-            for batch in plan_groups(groups, self.budget, bool(self.pack_groups)):
+            for batch in plan_groups(groups, budget, bool(self.pack_groups)):
                 size = sum(len(g.prefix) + sum(map(len, g.suffixes)) for g in batch)
                 members = [m for g in batch for m in g.members]
                 job = partial(self._prompt_pass, batch, scores, progress)
                 planned.append((size, members, len(members), job))
         lengths = [len(encoded[i].ids) for i in rest]  # type: ignore[arg-type]
-        for plan in plan_batches(lengths, self.budget, self.options.max_batch_size, MAX_PADDING):
+        for plan in plan_batches(lengths, budget, self.options.max_batch_size, MAX_PADDING):
             items = [rest[j] for j in plan]
             size = len(plan) * max(lengths[j] for j in plan)
             job = partial(self._run_batch, items, encoded, scores, progress)
             planned.append((size, items, 1, job))
         # Largest first: the streams then end on short passes, not one long one.
         planned.sort(key=lambda p: -p[0])
+        digest = None
         if shard is not None:
             k, n = shard
+            digest = hashlib.sha256(repr([p[1] for p in planned]).encode()).hexdigest()[:16]
             planned = planned[k::n]
         done = [False] * len(encoded)
         for _, members, _, _ in planned:
@@ -176,7 +184,7 @@ class Scorer:
         # No more streams than passes that could ever run at once.
         parallel = sum(width for _, _, width, _ in planned)
         run_passes([p[3] for p in planned], min(self._streams(), parallel))
-        return scores, done
+        return scores, done, digest
 
     def _streams(self) -> int:
         if self.options.streams is not None:

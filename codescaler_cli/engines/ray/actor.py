@@ -178,6 +178,7 @@ class ScorerActor:
                 "unique_scored": result.unique_scored,
                 "tokens": tally.tokens,
                 "forward_calls": calls,
+                "plan": result.plan,
             }
         except Exception as exc:
             return {**row, "error": pack_error(exc)}
@@ -199,6 +200,7 @@ def result_schema() -> pa.Schema:
             ("unique_scored", pa.int64()),
             ("tokens", pa.int64()),
             ("forward_calls", pa.int64()),
+            ("plan", pa.string()),
         ]
     )
 

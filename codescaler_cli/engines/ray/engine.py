@@ -204,7 +204,12 @@ def _merge(parts: list[dict[str, Any]]) -> ChunkResult:
     first = parts[0]
     tables = [from_ipc(p["table"]) for p in parts]
     table = _check_row_ids(tables[0], first["index"])
-    if len(tables) > 1 and "score" in table.column_names:
+    if len({p["plan"] for p in parts}) > 1:
+        raise RuntimeError(
+            f"Ray engine: the shards of chunk {first['index']} planned different forward passes "
+            "(workers with different memory?); set --max-tokens-per-batch"
+        )
+    if len(tables) > 1 and RAN in table.column_names:
         table = _merge_scores(table, [t.column(RAN).to_pylist() for t in tables], tables)
     if RAN in table.column_names:
         table = table.drop_columns([RAN])

@@ -70,6 +70,21 @@ class BatchReport:
     prefix_tokens_saved: int  # prompt tokens not recomputed (prompt reuse)
 
 
+class Ticket:
+    """A request on its way to the batcher (being read, parsed, extracted): a forming batch
+    waits for it, up to the window. Withdrawn once: when it is queued, or on an error."""
+
+    def __init__(self, batcher: Batcher | None) -> None:
+        self.batcher = batcher
+        if batcher is not None:
+            batcher.coming(+1)
+
+    def leave(self) -> None:
+        batcher, self.batcher = self.batcher, None
+        if batcher is not None:
+            batcher.coming(-1)
+
+
 class Batcher:
     def __init__(
         self,
@@ -101,11 +116,16 @@ class Batcher:
             self._coming += delta
             self._cond.notify_all()
 
-    def submit(self, items: list[Candidate]) -> Future:
-        """A future of the items' :class:`Scored`, in order. Raises QueueFull or Closed."""
+    def submit(self, items: list[Candidate], ticket: Ticket | None = None) -> Future:
+        """A future of the items' :class:`Scored`, in order. Raises QueueFull or Closed.
+        ``ticket``: the request's announcement, withdrawn as it is queued (atomically, so
+        a forming batch never stops waiting for a request that is not in it yet)."""
         future: Future = Future()
         tokens = sum(len(c.question) + len(c.code) for c in items) / CHARS_PER_TOKEN
         with self._cond:
+            if ticket is not None and ticket.batcher is self:
+                ticket.batcher = None
+                self._coming -= 1
             if self._closed:
                 raise Closed()
             if self._waiting + len(items) > self.max_queue and self._pending:
@@ -158,9 +178,8 @@ class Batcher:
             saved = self.scorer.stats.prefix_tokens_saved
             try:
                 results, unique, dedup_hits = self._score([c for r in batch for c in r.items])
-            except BaseException as exc:  # this batch's requests fail (500); the server goes on
-                for request in batch:
-                    request.future.set_exception(exc)
+            except Exception as exc:
+                self._one_by_one(batch, exc)
                 continue
             if self.on_batch is not None:
                 self.on_batch(
@@ -177,6 +196,18 @@ class Batcher:
             for request in batch:
                 request.future.set_result(results[start : start + len(request.items)])
                 start += len(request.items)
+
+    def _one_by_one(self, batch: list[_Request], exc: Exception) -> None:
+        """A batch failed: score its requests alone, so only the one at fault fails (500);
+        the server goes on."""
+        if len(batch) == 1:
+            batch[0].future.set_exception(exc)
+            return
+        for request in batch:
+            try:
+                request.future.set_result(self._score(request.items)[0])
+            except Exception as alone:
+                request.future.set_exception(alone)
 
     def _score(self, items: list[Candidate]) -> tuple[list[Scored], int, int]:
         """Scores of ``items`` in order; how many unique candidates ran; dedup hits."""

@@ -16,7 +16,7 @@ from ...config import ExtractMode, ModelOptions, RowOptions, ScoringOptions, Ser
 from ...extract import Extraction
 from ...shaping import sigmoid
 from ...stages import extract_responses, score_columns
-from .batcher import Batcher, Candidate, Scored
+from .batcher import Batcher, Candidate, Scored, Ticket
 from .metrics import Metrics
 from .parse import ParseError, conversation_of, messages_of, question_of, response_of
 
@@ -31,21 +31,6 @@ class RequestError(Exception):
         super().__init__(message)
         self.status = status
         self.kind = kind
-
-
-class Ticket:
-    """A request on its way to the batcher (being read, parsed, extracted): a batch being
-    formed waits for it, up to the window. Left once, at submission or on an error."""
-
-    def __init__(self, batcher: Batcher | None) -> None:
-        self.batcher = batcher
-        if batcher is not None:
-            batcher.coming(+1)
-
-    def leave(self) -> None:
-        if self.batcher is not None:
-            self.batcher.coming(-1)
-            self.batcher = None
 
 
 @dataclass
@@ -110,8 +95,6 @@ class Service:
         return Ticket(self.batcher if scoring else None)
 
     async def score(self, items: list[Candidate], ticket: Ticket | None = None) -> list[Scored]:
-        if ticket is not None:
-            ticket.leave()
         if not self.ready.is_set():
             raise RequestError(
                 503, "the model is still loading; retry shortly", "ServiceUnavailable"
@@ -120,7 +103,7 @@ class Service:
 
         assert self.batcher is not None
         try:
-            future = self.batcher.submit(items)
+            future = self.batcher.submit(items, ticket)
         except QueueFull:
             raise RequestError(
                 503, f"over {self.options.max_queue} candidates are waiting; retry shortly",
@@ -167,8 +150,7 @@ class Service:
             if not isinstance(item, dict):
                 raise RequestError(400, f"items[{i}] must be an object")
             for key in ("question", "response"):
-                if not isinstance(item.get(key), str):
-                    raise RequestError(400, f"items[{i}].{key} must be a string")
+                _text(item.get(key), f"items[{i}].{key}")
         extract = _choice(ExtractMode, body.get("extract"), self.rows.extract, "extract")
         shaping = _choice(Shaping, body.get("shaping"), self.rows.shaping, "shaping")
         done = await self.score_pairs(
@@ -197,14 +179,18 @@ class Service:
     ) -> dict[str, Any]:
         """POST /get_reward (OpenRLHF's remote reward model)."""
         queries = body.get("query")
-        if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+        if not isinstance(queries, list):
             raise RequestError(400, "'query' must be a list of strings")
+        for i, query in enumerate(queries):
+            _text(query, f"query[{i}]")
         prompts = body.get("prompts")
         if prompts is not None and (
             not isinstance(prompts, list) or len(prompts) != len(queries)
             or not all(isinstance(p, str) for p in prompts)
         ):  # fmt: skip
             raise RequestError(400, "'prompts' must be a list of strings, one per query")
+        for i, prompt in enumerate(prompts or []):
+            _text(prompt, f"prompts[{i}]")
         self._check_count(len(queries))
         pads = self._pad_tokens()
         questions, responses = [], []
@@ -243,6 +229,9 @@ class Service:
         if messages is not None:
             texts = None
             conversations = [messages]
+            for i, m in enumerate(messages if isinstance(messages, list) else []):
+                if isinstance(m, dict) and m.get("content") is not None:
+                    _text(m["content"], f"messages[{i}].content")
         else:
             texts = [inputs] if isinstance(inputs, str) else inputs
             if (
@@ -342,6 +331,20 @@ class Service:
             return self.rm.tokenizer.apply_chat_template(messages, tokenize=False)
         except ParseError as exc:
             raise RequestError(400, str(exc)) from None
+
+
+def _text(value: Any, where: str) -> str:
+    """A request's string, refused (400) when it is not one, or holds a lone surrogate
+    (valid JSON, but no text: it would fail the whole batch in the tokenizer)."""
+    if not isinstance(value, str):
+        raise RequestError(400, f"{where} must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(
+            400, f"{where} holds a lone surrogate (\\ud800-\\udfff), not text"
+        ) from None
+    return value
 
 
 def _choice(kind: Any, value: Any, default: Any, name: str) -> Any:
