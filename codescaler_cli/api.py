@@ -144,8 +144,7 @@ def rerank(
         table = score_records(table, model, question_field=question_field, **score_kwargs)
     cols = table.column_names
     gcol = pick_field(cols, group_field, GROUP_FIELDS, "group", "--group-field", None, False)
-    if gcol is None:
-        qf = pick_field(cols, question_field, QUESTION_FIELDS, "question", "question_field")
-        gcol = qf
+    if gcol is None:  # no id column: the question text names the group
+        gcol = pick_field(cols, question_field, QUESTION_FIELDS, "question", "question_field")
     out, _ = rank_table(table, gcol, top_k, RankBy(by))
     return out if as_table else out.to_pylist()

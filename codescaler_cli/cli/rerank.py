@@ -97,13 +97,10 @@ def rerank(
 
     --fail-under gates on best-of-N accuracy with labels, else on the selected mean reward.
     """
-    from ..errors import UsageError
     from ..io.writers import write_json
     from ..tasks.rerank import run_rerank
     from .display import RichProgress, print_selection_metrics
 
-    if top_k < 0:
-        raise UsageError("--top-k must be >= 0")
     check_threshold(fail_under)
     opts = RunOptions(output, rows, model, scoring, chunk_size)
     result = run_rerank(

@@ -94,11 +94,14 @@ class Service:
     def arrive(self, scoring: bool = True) -> Ticket:
         return Ticket(self.batcher if scoring else None)
 
-    async def score(self, items: list[Candidate], ticket: Ticket | None = None) -> list[Scored]:
+    def _require_ready(self) -> None:
         if not self.ready.is_set():
             raise RequestError(
                 503, "the model is still loading; retry shortly", "ServiceUnavailable"
             )
+
+    async def score(self, items: list[Candidate], ticket: Ticket | None = None) -> list[Scored]:
+        self._require_ready()
         from .batcher import Closed, QueueFull
 
         assert self.batcher is not None
@@ -130,8 +133,7 @@ class Service:
         ticket: Ticket | None = None,
     ) -> Scoring:
         """Extract, score and shape as ``codescaler score`` does, row for row."""
-        if not self.ready.is_set():
-            await self.score([], ticket)  # raises the loading error
+        self._require_ready()
         limit = self.scorer.max_response_chars
         extractions = await asyncio.to_thread(extract_responses, responses, extract, limit)
         items = [Candidate(q, e.code) for q, e in zip(questions, extractions, strict=True)]
