@@ -20,7 +20,7 @@ from .fields import GROUP_FIELDS, QUESTION_FIELDS, detect_fields, pick_field, re
 from .io.readers import Chunk
 from .model.reward_model import RewardModel
 from .rank import rank_table
-from .scoring.scorer import Scorer
+from .scoring.build import build_scorer
 from .stages import process_chunk
 from .tables import looks_scored
 
@@ -114,7 +114,7 @@ def score_records(
     )
     chunk = Chunk(0, rows, [f"record {i}" for i in range(len(rows))])
     fields = detect_fields(record_columns(rows), question_field, response_field, "records")
-    result = process_chunk(chunk, fields, rows_opts, Scorer(rm, scoring), bad_rows)
+    result = process_chunk(chunk, fields, rows_opts, build_scorer(rm, scoring), bad_rows)
     return result.table if as_table else result.table.to_pylist()
 
 

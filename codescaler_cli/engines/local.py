@@ -46,14 +46,12 @@ class LocalEngine:
         if not self.opts.rows.score:
             return None
         if self._scorer is None:
-            from ..scoring.scorer import Scorer
+            from ..scoring.build import build_scorer
 
             if self.rm is None:
-                from ..model.load import load_reward_model
-
                 progress.stage(f"loading model {self.opts.model.model}")
-                self.rm = load_reward_model(self.opts.model)
-            self._scorer = Scorer(self.rm, self.opts.scoring)
+            self._scorer = build_scorer(self.rm or self.opts.model, self.opts.scoring)
+            self.rm = self._scorer.rm
         return self._scorer
 
     def score(self, work: Iterator[Work], progress: Progress) -> Iterator[ChunkResult]:

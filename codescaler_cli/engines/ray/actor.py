@@ -129,11 +129,10 @@ class ScorerActor:
 
                 torch.set_num_threads(threads)
             if opts.rows.score:
-                from ...model.load import load_reward_model
-                from ...scoring.scorer import Scorer
+                from ...scoring.build import build_scorer
 
-                self.rm = load_reward_model(replace(opts.model, device=device))
-                self.scorer = Scorer(self.rm, opts.scoring)
+                self.scorer = build_scorer(replace(opts.model, device=device), opts.scoring)
+                self.rm = self.scorer.rm
                 self.meta = json.dumps(model_provenance(self.rm, opts.scoring.max_length))
         except Exception as exc:
             self.error = pack_error(exc)

@@ -71,13 +71,10 @@ class Service:
 
     def _load(self) -> None:
         try:
-            from ...scoring.scorer import Scorer
+            from ...scoring.build import build_scorer
 
-            if self.rm is None:
-                from ...model.load import load_reward_model
-
-                self.rm = load_reward_model(self.model_options)
-            self.scorer = Scorer(self.rm, self.scoring_options)
+            self.scorer = build_scorer(self.rm or self.model_options, self.scoring_options)
+            self.rm = self.scorer.rm
             self.batcher = Batcher(self.scorer, self.options, self.metrics.batch)
             self.ready.set()
         except BaseException as exc:
