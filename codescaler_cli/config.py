@@ -99,7 +99,7 @@ def _at_least(name: str, value: int | float | None, low: int | float) -> None:
 class ModelOptions:
     """Which model, where, in what precision."""
 
-    model: str = DEFAULT_MODEL
+    model: str = field(default_factory=default_model)  # $CODESCALER_MODEL, like the CLI
     revision: str | None = None
     device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
     dtype: Dtype = Dtype.auto
@@ -159,6 +159,9 @@ class RowOptions:
     extract: ExtractMode = ExtractMode.auto
     shaping: Shaping = Shaping.softplus
     score: bool = True  # False: extraction only, no model
+    # Rows scored earlier by this scorer (provenance.Provenance.scorer()) keep their scores
+    # (rerank of scored files); None: every row is scored.
+    reuse: tuple[Any, ...] | None = None
 
     def validate(self) -> None:
         ExtractMode(self.extract)
@@ -271,3 +274,56 @@ class ServeOptions:
 
     def key(self) -> str | None:
         return self.api_key or os.environ.get("CODESCALER_API_KEY") or None
+
+
+# ---------------------------------------------------------------- the score cache
+
+DEFAULT_CACHE_MAX_SIZE = 2 << 30  # about 20 million scores
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str | int, name: str = "--max-size") -> int:
+    """Bytes from ``500M``, ``2G``, ``1.5GiB``, ``1048576`` (powers of 1024)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.fullmatch(str(text))
+    if not match:
+        raise UsageError(f"{name} {text!r}: expected a size such as 500M, 2G or 1048576")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def default_cache_dir() -> str:
+    """$CODESCALER_CACHE_DIR, else $XDG_CACHE_HOME/codescaler, else ~/.cache/codescaler."""
+    explicit = os.environ.get("CODESCALER_CACHE_DIR")
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), "codescaler")
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """The persistent score cache (see codescaler_cli/cache/): where, whether, how big."""
+
+    enabled: bool = True
+    cache_dir: str | None = None  # None: default_cache_dir()
+    # Least recently used scores are dropped beyond this many bytes; None: $CODESCALER_CACHE_MAX_SIZE,
+    # else DEFAULT_CACHE_MAX_SIZE.
+    max_size: int | None = None
+
+    def directory(self) -> str:
+        if self.cache_dir:
+            return os.path.abspath(os.path.expanduser(self.cache_dir))
+        return default_cache_dir()
+
+    def size_limit(self) -> int:
+        if self.max_size is not None:
+            return self.max_size
+        env = os.environ.get("CODESCALER_CACHE_MAX_SIZE")
+        return parse_size(env, "CODESCALER_CACHE_MAX_SIZE") if env else DEFAULT_CACHE_MAX_SIZE
+
+    def validate(self) -> None:
+        if self.cache_dir is not None and not self.cache_dir.strip():
+            raise UsageError("--cache-dir must not be empty")
+        _at_least("--cache-max-size", self.size_limit(), 1 << 20)

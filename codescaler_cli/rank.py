@@ -8,63 +8,16 @@ order: stable and deterministic. A missing score sorts last.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .config import RankBy
-from .errors import InputError, UsageError
-
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-RANK_BY = tuple(b.value for b in RankBy)
-
+from .errors import InputError
 
 def _key(value: float | None) -> float:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return -math.inf
     return float(value)
-
-
-def group_order(groups: Sequence[Hashable]) -> dict[Hashable, list[int]]:
-    """Row indices per group, groups in order of first appearance. Groups are exact values:
-    ``1``, ``1.0``, ``True`` and ``"1"`` are four groups."""
-    out: dict[Hashable, list[int]] = {}
-    for i, g in enumerate(groups):
-        out.setdefault((type(g), g), []).append(i)
-    return out
-
-
-def rank_within_groups(
-    groups: Sequence[Hashable],
-    rewards: Sequence[float | None],
-    scores: Sequence[float | None],
-    by: str = "reward",
-) -> tuple[list[int], list[int]]:
-    """1-based rank and group size for every row (aligned with the inputs)."""
-    if by not in RANK_BY:
-        raise UsageError(f"--by must be one of {', '.join(RANK_BY)}")
-    primary = rewards if by == "reward" else scores
-    rank = [0] * len(groups)
-    size = [0] * len(groups)
-    for members in group_order(groups).values():
-        ordered = sorted(members, key=lambda i: (-_key(primary[i]), -_key(scores[i]), i))
-        for r, i in enumerate(ordered, start=1):
-            rank[i] = r
-            size[i] = len(members)
-    return rank, size
-
-
-def select(groups: Sequence[Hashable], rank: Sequence[int], top_k: int | None) -> list[int]:
-    """Row indices to keep, ordered by group (first appearance) then rank."""
-    if top_k is not None and top_k < 0:
-        raise UsageError("--top-k must be >= 0")
-    keep: list[int] = []
-    for members in group_order(groups).values():
-        ordered = sorted(members, key=lambda i: rank[i])
-        keep.extend(ordered if not top_k else ordered[:top_k])
-    return keep
 
 
 def parse_label(value: Any, location: str) -> bool | None:
@@ -105,11 +58,9 @@ class SelectionMetrics:
     oracle_accuracy: float | None = None
     per_group: list[GroupMetrics] = field(default_factory=list)
 
-    def gate_value(self) -> tuple[str, float]:
-        """What --fail-under compares: accuracy when labels exist, else mean reward."""
-        if self.labelled and self.best_of_n_accuracy is not None:
-            return "best-of-N accuracy", self.best_of_n_accuracy
-        return "selected mean reward", self.selected_mean_reward
+    def gate_value(self) -> tuple[str, float | None]:
+        """What --fail-under compares: best-of-N accuracy (None: no labelled group)."""
+        return "best-of-N accuracy", self.best_of_n_accuracy
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -117,52 +68,97 @@ class SelectionMetrics:
         return asdict(self)
 
 
-def selection_metrics(
-    groups: Sequence[Hashable],
-    rank: Sequence[int],
-    rewards: Sequence[float | None],
-    scores: Sequence[float | None],
-    valid: Sequence[bool],
-    kept: Sequence[int],
-    labels: Sequence[bool | None] | None = None,
-) -> SelectionMetrics:
-    """Metrics of a selection; with labels, top-1 accuracy vs random pick vs oracle.
+class SelectionAccumulator:
+    """Selection metrics over ranked rows streamed group by group (each group's rows
+    together, in rank order), and which rows to keep: ``top_k`` per group (0: all).
 
-    Random accuracy of a group is the fraction of its candidates that pass (the expected
-    accuracy of picking one uniformly); oracle is whether any candidate passes. Overall
-    numbers are means over groups. Unlabelled candidates (null) are left out of a group's
-    label statistics; a group with no labels is left out of the label averages.
+    With labels: top-1 accuracy vs random pick vs oracle. Random accuracy of a group is
+    the fraction of its candidates that pass (the expected accuracy of picking one
+    uniformly); oracle is whether any candidate passes. Overall numbers are means over
+    groups. Unlabelled candidates (null) are left out of a group's label statistics; a
+    group with no labels is left out of the label averages.
     """
-    kept_rewards = [_key(rewards[i]) if rewards[i] is not None else 0.0 for i in kept]
-    kept_scores = [scores[i] for i in kept if scores[i] is not None]
-    m = SelectionMetrics(
-        groups=len(group_order(groups)),
-        candidates=len(groups),
-        selected=len(kept),
-        selected_mean_reward=sum(kept_rewards) / len(kept) if kept else 0.0,
-        selected_mean_score=sum(kept_scores) / len(kept_scores) if kept_scores else None,
-        selected_valid_fraction=sum(1 for i in kept if valid[i]) / len(kept) if kept else 0.0,
-        labelled=labels is not None,
-    )
-    top1s, randoms, oracles = [], [], []
-    for members in group_order(groups).values():
-        best = min(members, key=lambda i: rank[i])
-        gm = GroupMetrics(str(groups[best]), len(members), rewards[best])
+
+    def __init__(self, top_k: int) -> None:
+        self.top_k = top_k
+        self.m = SelectionMetrics(0, 0, 0, 0.0, None, 0.0)
+        self.rewards = 0.0
+        self.scores: list[float] = []
+        self.score_sum = 0.0
+        self.n_scores = 0
+        self.valid = 0
+        self.group: GroupMetrics | None = None
+        self.first: Any = None
+        self.known: list[bool] = []
+        self.top1s: list[float] = []
+        self.randoms: list[float] = []
+        self.oracles: list[float] = []
+
+    def add_batch(
+        self,
+        first: Sequence[Any],
+        rank: Sequence[int],
+        rewards: Sequence[float | None],
+        scores: Sequence[float | None],
+        valid: Sequence[bool | None],
+        labels: Sequence[Any] | None,
+        group_values: Sequence[Any],
+    ) -> list[int]:
+        """Add rows (``first``: their group's identity); returns the indices to keep."""
+        kept = []
         if labels is not None:
-            known = [labels[i] for i in members if labels[i] is not None]
-            if known:
-                gm.top1_passed = labels[best]
-                gm.random_accuracy = sum(known) / len(known)
-                gm.oracle = any(known)
-                top1s.append(1.0 if gm.top1_passed else 0.0)
-                randoms.append(gm.random_accuracy)
-                oracles.append(1.0 if gm.oracle else 0.0)
-        m.per_group.append(gm)
-    if labels is not None and top1s:
-        m.best_of_n_accuracy = sum(top1s) / len(top1s)
-        m.random_accuracy = sum(randoms) / len(randoms)
-        m.oracle_accuracy = sum(oracles) / len(oracles)
-    return m
+            self.m.labelled = True
+        for i, g in enumerate(first):
+            if self.group is None or g != self.first:
+                self._close_group()
+                self.first = g
+                self.group = GroupMetrics(str(group_values[i]), 0, rewards[i])
+                if labels is not None:
+                    self.group.top1_passed = parse_label(labels[i], "label")
+            self.group.size += 1
+            self.m.candidates += 1
+            if labels is not None and labels[i] is not None:
+                self.known.append(bool(parse_label(labels[i], "label")))
+            if self.top_k and rank[i] > self.top_k:
+                continue
+            kept.append(i)
+            self.m.selected += 1
+            self.rewards += _key(rewards[i]) if rewards[i] is not None else 0.0
+            if scores[i] is not None:
+                self.score_sum += scores[i]  # type: ignore[operator]
+                self.n_scores += 1
+            self.valid += bool(valid[i])
+        return kept
+
+    def _close_group(self) -> None:
+        gm = self.group
+        if gm is None:
+            return
+        if self.m.labelled and self.known:
+            gm.random_accuracy = sum(self.known) / len(self.known)
+            gm.oracle = any(self.known)
+            self.top1s.append(1.0 if gm.top1_passed else 0.0)
+            self.randoms.append(gm.random_accuracy)
+            self.oracles.append(1.0 if gm.oracle else 0.0)
+        else:
+            gm.top1_passed = None
+        self.m.per_group.append(gm)
+        self.m.groups += 1
+        self.group = None
+        self.known = []
+
+    def result(self) -> SelectionMetrics:
+        self._close_group()
+        m = self.m
+        if m.selected:
+            m.selected_mean_reward = self.rewards / m.selected
+            m.selected_valid_fraction = self.valid / m.selected
+        m.selected_mean_score = self.score_sum / self.n_scores if self.n_scores else None
+        if self.top1s:
+            m.best_of_n_accuracy = sum(self.top1s) / len(self.top1s)
+            m.random_accuracy = sum(self.randoms) / len(self.randoms)
+            m.oracle_accuracy = sum(self.oracles) / len(self.oracles)
+        return m
 
 
 @dataclass
@@ -201,31 +197,3 @@ def pair_accuracy(
         unscored=unscored,
         mean_margin=sum(margins) / len(margins) if margins else None,
     )
-
-
-def rank_table(
-    table: pa.Table,
-    group_column: str,
-    top_k: int | None,
-    by: str = "reward",
-    groups: Sequence[Hashable] | None = None,
-) -> tuple[pa.Table, list[int]]:
-    """Add ``rank`` and ``group_size`` and keep the top K rows per group (all when K is 0/None).
-
-    ``groups``: the rows' group values (default: the column's); returns the rows kept too.
-    """
-    import pyarrow as pa
-
-    if groups is None:
-        groups = table.column(group_column).to_pylist()
-    rewards = table.column("reward").to_pylist()
-    scores = table.column("score").to_pylist()
-    rank, size = rank_within_groups(groups, rewards, scores, by)
-    keep = select(groups, rank, top_k)
-    out = table.take(pa.array(keep, pa.int64()))
-    for name in ("rank", "group_size"):
-        if name in out.column_names:
-            out = out.drop_columns([name])
-    out = out.append_column("rank", pa.array([rank[i] for i in keep], pa.int32()))
-    out = out.append_column("group_size", pa.array([size[i] for i in keep], pa.int32()))
-    return out, keep

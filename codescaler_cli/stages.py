@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -21,8 +21,18 @@ from .io.inputs import InputSpec
 from .io.jsonl import BadRow, describe
 from .io.readers import Chunk
 from .progress import Progress, RunSummary
+from .provenance import (
+    EXTRACT_COLUMNS,
+    OUTPUT_COLUMNS,
+    PROVENANCE_COLUMN,
+    SCORE_COLUMNS,
+    Provenance,
+    kept_name,
+    provenance_array,
+    provenance_of,
+)
 from .shaping import shape_reward
-from .tables import input_table, looks_scored
+from .tables import input_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -31,14 +41,34 @@ if TYPE_CHECKING:
     from .scoring.scorer import PairScores, Prepared, Scorer
 
 
-def validate_rows(chunk: Chunk, fields: Fields | None) -> tuple[list[int], list[BadRow]]:
-    """Indices of usable rows, and the rows that miss a field or have a wrong type."""
+def row_fields(
+    prov: Provenance | None, fields: Fields | None, options: RowOptions
+) -> Fields | None:
+    """The question and response fields of one row: a codescaler row's own (as its
+    provenance names them, or the named fields as codescaler renamed them), else the input's."""
+    if prov is None or not (prov.question_field and prov.response_field):
+        return fields
+    q, r = options.question_field, options.response_field
+    return Fields(
+        kept_name(q, None) if q else prov.question_field,
+        kept_name(r, None) if r else prov.response_field,
+    )
+
+
+def validate_rows(
+    chunk: Chunk, fields: Fields | None, options: RowOptions | None = None
+) -> tuple[list[int], list[BadRow], list[Fields]]:
+    """Indices of usable rows, the rows that miss a field or have a wrong type, and each
+    usable row's fields."""
+    options = options or RowOptions()
     good: list[int] = []
+    per_row: list[Fields] = []
     bad = list(chunk.bad)
-    if fields is None:  # no readable row to detect fields from: nothing to validate
-        return good, bad
     for i, rec in enumerate(chunk.records):
-        for name in (fields.question, fields.response):
+        found = row_fields(provenance_of(rec), fields, options)
+        if found is None:  # the input's fields could not be detected from its rows
+            continue
+        for name in (found.question, found.response):
             if name not in rec:
                 bad.append(BadRow(chunk.locations[i], f"missing field {name!r}", rec))
                 break
@@ -48,7 +78,8 @@ def validate_rows(chunk: Chunk, fields: Fields | None) -> tuple[list[int], list[
                 break
         else:
             good.append(i)
-    return good, bad
+            per_row.append(found)
+    return good, bad, per_row
 
 
 @dataclass
@@ -73,6 +104,8 @@ class PreparedChunk:
     questions: list[str]
     prepared: Prepared | None = None  # when scoring
     rows: list[int] = field(default_factory=list)  # positions of ``records`` in the chunk
+    fields: list[Fields] = field(default_factory=list)  # each record's fields
+    reused: list[bool] = field(default_factory=list)  # rows whose earlier scores are kept
 
 
 # A response longer than any conversation that fits: not extracted, flagged truncated.
@@ -111,27 +144,62 @@ def prepare_chunk(
     chunk: Chunk,
     fields: Fields | None,
     options: RowOptions,
-    scorer: Scorer | None,
+    scorer: Scorer | Callable[[], Scorer | None] | None,
     on_bad_row: OnBadRow = OnBadRow.error,
 ) -> PreparedChunk:
-    """Validate, extract and tokenize one chunk (no model forward: can run ahead in a thread)."""
-    good, bad = validate_rows(chunk, fields)
+    """Validate, extract and tokenize one chunk (no model forward: can run ahead in a thread).
+
+    ``scorer`` may be a function that loads one: called only when a row needs scoring.
+    Rows scored earlier by the scorer ``options.reuse`` names keep their scores.
+    """
+    good, bad, per_row = validate_rows(chunk, fields, options)
     bad.sort(key=location_order)  # report and set aside in file order
     if bad and on_bad_row == OnBadRow.error:
         raise BadRowError(bad[0].location, bad[0].reason)
     records = [chunk.records[i] for i in good]
     if not records:
         return PreparedChunk(chunk, [], bad, [], [], None, [])
-    assert fields is not None
-    limit = scorer.max_response_chars if options.score and scorer is not None else None
-    extractions = extract_responses([r[fields.response] for r in records], options.extract, limit)
-    questions = [r[fields.question] for r in records]
+    reused = [reusable(r, options) for r in records]
+    fresh = [i for i, kept in enumerate(reused) if not kept]
+    if fresh and options.score and scorer is not None and not hasattr(scorer, "prepare"):
+        scorer = scorer()  # the model loads on the first row that needs it
+    limit = scorer.max_response_chars if options.score and fresh and scorer is not None else None
+    extractions: list[Any] = [None] * len(records)
+    done = extract_responses([records[i][per_row[i].response] for i in fresh], options.extract, limit)
+    for i, e in zip(fresh, done, strict=True):
+        extractions[i] = e
+    for i, kept in enumerate(reused):
+        if kept:
+            extractions[i] = earlier_extraction(records[i])
+    questions = [r[f.question] for r, f in zip(records, per_row, strict=True)]
     prepared = None
-    if options.score:
+    if options.score and fresh:
         if scorer is None:
             raise ValueError("scoring requested without a scorer")
-        prepared = scorer.prepare(questions, [e.code for e in extractions])
-    return PreparedChunk(chunk, records, bad, extractions, questions, prepared, good)
+        codes = ["" if kept else e.code for e, kept in zip(extractions, reused, strict=True)]
+        prepared = scorer.prepare(questions, codes)
+    return PreparedChunk(
+        chunk, records, bad, extractions, questions, prepared, good, per_row, reused
+    )
+
+
+def reusable(record: dict[str, Any], options: RowOptions) -> bool:
+    """A row scored earlier by the scorer ``options.reuse`` names (its score is kept)."""
+    if options.reuse is None:
+        return False
+    prov = provenance_of(record)
+    return prov is not None and prov.scored and list(prov.scorer()) == list(options.reuse)
+
+
+def earlier_extraction(record: dict[str, Any]) -> Extraction:
+    """The extraction a codescaler row records (kept when its score is reused)."""
+    return Extraction(
+        record.get("code") or "",
+        bool(record.get("code_valid")),
+        record.get("extract_method") or "none",
+        int(record.get("n_code_blocks") or 0),
+        (),
+    )
 
 
 def finish_chunk(
@@ -149,8 +217,7 @@ def finish_chunk(
     import pyarrow as pa
 
     records, extractions = pc.records, pc.extractions
-    replace = looks_scored(records[0].keys()) if records else False
-    table = input_table(records, replace, pc.chunk.schema)
+    table, provs = input_table(records, pc.chunk.schema)
     n = len(records)
     cols: dict[str, pa.Array] = {
         "code": pa.array([e.code for e in extractions], pa.string()),
@@ -160,16 +227,26 @@ def finish_chunk(
     }
     unique = 0
     ran = plan = None
+    model: dict[str, Any] = {}
     if options.score:
         from .scoring.scorer import PairScores
 
         tick = (lambda k, t: progress.advance(k, t)) if progress else None
-        res = scorer.run(pc.prepared, progress=tick, shard=shard) if n else PairScores.empty()
+        if pc.prepared is not None:
+            assert scorer is not None
+            res = scorer.run(pc.prepared, progress=tick, shard=shard)
+            model = model_fields(scorer.rm, scorer.options.max_length)
+        else:
+            res = PairScores([None] * n, [None] * n, [False] * n, [False] * n)
         unique, ran, plan = res.unique_scored, res.ran, res.plan
         if progress:
             # Rows not run through the model (duplicates, no code, other shards') count too.
             progress.advance(n - res.ticked, 0)
         out = score_columns(extractions, res, options.shaping)
+        for i, kept in enumerate(pc.reused):
+            if kept:  # scored earlier by the same scorer: its columns as they were
+                for name in (*SCORE_COLUMNS, "code_valid"):
+                    out[name][i] = records[i].get(name)
         for name, kind in (
             ("code_valid", pa.bool_()),
             ("score", pa.float64()),
@@ -180,11 +257,40 @@ def finish_chunk(
             cols[name] = pa.array(out[name], kind)
     elif progress:
         progress.advance(n, 0)
+    added = OUTPUT_COLUMNS if options.score else EXTRACT_COLUMNS
+    made = Provenance(
+        version=__version__,
+        task="score" if options.score else "extract",
+        extract=str(options.extract),
+        shaping=str(options.shaping),
+        columns=added,
+        **model,
+    )
+    cols[PROVENANCE_COLUMN] = provenance_array(
+        [
+            _row_made(made, prov, f, kept)
+            for prov, f, kept in zip(provs, pc.fields, pc.reused or [False] * n, strict=True)
+        ]
+    )
     for name, arr in cols.items():
         table = (
             table.append_column(name, arr) if table.num_columns or n == 0 else pa.table({name: arr})
         )
     return ChunkResult(table, pc.bad, unique, pc.chunk.index, pc.chunk.n_read, ran, plan)
+
+
+def _row_made(made: Provenance, prov: Provenance | None, fields: Fields, kept: bool) -> Provenance:
+    """One row's provenance: this run's, or the earlier run's whose scores it keeps; its
+    fields as this output names them."""
+    base = prov if kept and prov is not None else made
+    return replace(
+        base,
+        version=made.version,
+        task=made.task,
+        columns=made.columns,
+        question_field=kept_name(fields.question, prov),
+        response_field=kept_name(fields.response, prov),
+    )
 
 
 def process_chunk(
@@ -222,16 +328,29 @@ def row_provenance(options: RowOptions, question_field: str, response_field: str
     }
 
 
-def model_provenance(rm: RewardModel, max_length: int) -> dict[str, str]:
-    """Parquet schema metadata: the model that scored the rows."""
+def model_name(name: str) -> str:
+    """A model as provenance names it: a local directory by its real path."""
+    return os.path.realpath(name) if os.path.isdir(name) else name
+
+
+def model_fields(rm: RewardModel, max_length: int) -> dict[str, Any]:
+    """The model that scored, as a row's provenance names it."""
     from .model.load import dtype_name
 
     return {
-        "codescaler.model": rm.name,
-        "codescaler.revision": rm.revision or "",
-        "codescaler.commit": rm.commit or "",
-        "codescaler.dtype": dtype_name(rm.dtype),
-        "codescaler.max_length": str(max_length),
+        "model": model_name(rm.name),
+        "revision": rm.revision or None,
+        "commit": rm.commit or None,
+        "dtype": dtype_name(rm.dtype),
+        "max_length": max_length,
+    }
+
+
+def model_provenance(rm: RewardModel, max_length: int) -> dict[str, str]:
+    """Parquet schema metadata: the model that scored the rows."""
+    return {
+        f"codescaler.{k}": "" if v is None else str(v)
+        for k, v in model_fields(rm, max_length).items()
     }
 
 

@@ -19,12 +19,21 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .provenance import (
+    EXTRACT_COLUMNS,
+    OUTPUT_COLUMNS,
+    SCORE_COLUMNS,
+    Provenance,
+    kept_name,
+    provenance_of,
+    user_row,
+)
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
-EXTRACT_COLUMNS = ("code", "code_valid", "extract_method", "n_code_blocks")
-SCORE_COLUMNS = ("score", "reward", "n_tokens", "truncated")
-OUTPUT_COLUMNS = EXTRACT_COLUMNS + SCORE_COLUMNS
+__all__ = ["EXTRACT_COLUMNS", "OUTPUT_COLUMNS", "SCORE_COLUMNS"]
+
 JSON_COLUMNS_KEY = "codescaler.json_columns"
 _INT64 = (-(2**63), 2**63)
 
@@ -236,31 +245,30 @@ def conform(table: pa.Table, schema: pa.Schema, part_json: Iterable[str] | None 
 
 
 def input_table(
-    records: list[dict[str, Any]], replace_outputs: bool, schema: pa.Schema | None = None
-) -> pa.Table:
-    """Input columns that collide with output columns are kept as ``input_<name>``
-    (``input_input_<name>`` if that is taken too...), unless the rows are a previous
-    codescaler output being re-scored."""
-    table = records_to_table(records, schema)
-    names = table.column_names
-    collisions = [c for c in names if c in OUTPUT_COLUMNS]
-    if not collisions:
-        return table
-    as_json = json_columns(table.schema)
-    if replace_outputs:
-        return with_json_columns(table.drop_columns(collisions), as_json)
-    taken = set(names) | set(OUTPUT_COLUMNS)
-    new = {}
-    for c in collisions:
-        name = f"input_{c}"
-        while name in taken:
-            name = f"input_{name}"
-        taken.add(name)
-        new[c] = name
-    table = table.rename_columns([new.get(c, c) for c in names])
-    return with_json_columns(table, [new.get(c, c) for c in as_json])
+    records: list[dict[str, Any]], schema: pa.Schema | None = None
+) -> tuple[pa.Table, list[Provenance | None]]:
+    """The user's part of each row (provenance.py: codescaler's own columns left out of its
+    rows, the user's names escaped in the others) and each row's provenance."""
+    provs = [provenance_of(r) for r in records]
+    rows = [user_row(r, p) for r, p in zip(records, provs, strict=True)]
+    return records_to_table(rows, _user_schema(schema, provs, records)), provs
 
 
-def looks_scored(columns: Sequence[str]) -> bool:
-    """Rows that already carry codescaler's scores."""
-    return all(c in columns for c in ("score", "reward", "code_valid"))
+def _user_schema(
+    schema: pa.Schema | None, provs: list[Provenance | None], records: list[dict[str, Any]]
+) -> pa.Schema | None:
+    """``schema`` renamed as :func:`input_table` renames its rows (None: rows of two kinds,
+    or codescaler rows that list different columns; types are then inferred exactly)."""
+    import pyarrow as pa
+
+    if schema is None or not records:
+        return schema
+    kinds = {tuple(p.columns) if p is not None else None for p in provs}
+    if len(kinds) != 1:
+        return None
+    prov = provs[0]
+    renamed = {n: kept_name(n, prov) for n in schema.names}
+    fields = [pa.field(new, schema.field(n).type) for n, new in renamed.items() if new]
+    json_cols = [renamed[n] for n in json_columns(schema) if renamed.get(n)]
+    meta = {JSON_COLUMNS_KEY: json.dumps(json_cols)} if json_cols else None
+    return pa.schema(fields, metadata=meta)

@@ -22,9 +22,13 @@ FailUnder = Annotated[
 
 
 def check_threshold(threshold: float | None) -> None:
-    """Before any work: a threshold must be a number (``nan`` would always pass)."""
-    if threshold is not None and not math.isfinite(threshold):
-        raise UsageError(f"--fail-under must be a finite number, got {threshold}")
+    """Before any work: a threshold is a fraction (``nan`` would always pass, 25 never)."""
+    if threshold is None:
+        return
+    if not math.isfinite(threshold) or not 0 <= threshold <= 1:
+        raise UsageError(
+            f"--fail-under is a fraction between 0 and 1 (e.g. 0.25 for 25%), got {threshold:g}"
+        )
 
 
 def check_gate(name: str, value: float | None, threshold: float | None) -> None:
@@ -35,3 +39,4 @@ def check_gate(name: str, value: float | None, threshold: float | None) -> None:
         shown = "none" if value is None else f"{value:.4f}"
         typer.echo(f"codescaler: {name} {shown} is below --fail-under {threshold}", err=True)
         raise typer.Exit(1)
+    typer.echo(f"codescaler: {name} {value:.4f} >= --fail-under {threshold}: passed", err=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import typer
+
 from ..config import ModelOptions, RankBy, RowOptions, RunOptions, ScoringOptions
 from .gate import FailUnder, check_gate, check_threshold
 from .groups import (
@@ -36,6 +38,7 @@ from .options import (
     engine=engine_options,
 )
 def rerank(
+    ctx: typer.Context,
     source: Source,
     output: Output,
     rows: RowOptions,
@@ -95,14 +98,21 @@ def rerank(
 ) -> None:
     """Rank candidates within each problem and keep the best K (scores first if needed).
 
-    --fail-under gates on best-of-N accuracy with labels, else on the selected mean reward.
+    --fail-under X (a fraction, 0..1) gates on best-of-N accuracy and needs a label column.
     """
     from ..io.writers import write_json
     from ..tasks.rerank import run_rerank
     from .display import RichProgress, print_selection_metrics
 
+    import os
+
     check_threshold(fail_under)
     opts = RunOptions(output, rows, model, scoring, chunk_size)
+    # --model (or $CODESCALER_MODEL) named: rows scored by another model are scored again.
+    source_of = ctx.get_parameter_source("model")
+    named = getattr(source_of, "name", "") == "COMMANDLINE" or bool(
+        os.environ.get("CODESCALER_MODEL")
+    )
     result = run_rerank(
         source.specs(output, metrics_json),
         opts,
@@ -112,6 +122,8 @@ def rerank(
         label_field=label_field,
         rescore=rescore,
         group_as_text=group_as_text,
+        model_named=named,
+        fail_under=fail_under,
         engine=engine.factory(),
         progress=RichProgress("scoring", quiet=quiet),
         side_outputs={"--metrics-json": metrics_json},

@@ -63,8 +63,9 @@ class LocalEngine:
             if item is None:
                 return None
             chunk = item.ref.read()
+            # The model loads on the first row that needs it (rows scored earlier may not).
             return prepare_chunk(
-                chunk, item.fields, opts.rows, self.scorer(progress), opts.on_bad_row
+                chunk, item.fields, opts.rows, lambda: self.scorer(progress), opts.on_bad_row
             )
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="codescaler-prep") as pool:

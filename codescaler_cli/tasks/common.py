@@ -1,31 +1,31 @@
-"""What rerank and eval-pairs share: every row read up front, scoring into a temporary
-Parquet file through the normal (chunked) run, and writing the result.
+"""What rerank and eval-pairs share: the output's lock and checks, stdin spooled to a file,
+scoring through the normal (chunked, resumable) run into a temporary Parquet file, and a
+writer that streams the result.
 
-Both need every row of a problem (or every pair) before they can answer, and both check
-their inputs and options before any scoring starts.
+Both need every row of a problem (or every pair) before they can answer, so they read
+their input more than once; memory stays bounded by the chunk size, never the file.
 """
 
 from __future__ import annotations
 
 import functools
-import io
+import json
 import os
+import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from ..config import ResumeMode, RunOptions
+from ..config import ResumeMode, RunOptions, output_format
 from ..engines.base import Engine
 from ..engines.loop import run
-from ..errors import InputError
 from ..io.inputs import InputSpec
 from ..io.lock import holding
 from ..io.paths import check_paths
-from ..io.readers import iter_chunks
-from ..io.writers import dumps_row, write_table_atomic
+from ..io.writers import atomic_path, dumps_row
 from ..progress import Progress, RunSummary
+from ..tables import JSON_COLUMNS_KEY, decoded_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -54,57 +54,99 @@ def task(func: F) -> F:
     return run_task  # type: ignore[return-value]
 
 
-def load_rows(
-    specs: list[InputSpec], opts: RunOptions, stdin: IO[bytes] | None
-) -> tuple[IO[bytes] | None, list[dict[str, Any]], list[str]]:
-    """Every row of the input, with its location (these tasks need them all)."""
-    # These tasks read their input twice (check, then score): keep stdin in memory.
-    if any(s.kind == "stdin" for s in specs):
-        stdin = io.BytesIO((stdin or sys.stdin.buffer).read())
-    records: list[dict[str, Any]] = []
-    locations: list[str] = []
-    for chunk in iter_chunks(specs, opts.chunk_size, stdin=stdin):
-        if chunk.bad:
-            b = chunk.bad[0]
-            raise InputError(f"{b.location}: {b.reason}")
-        records.extend(chunk.records)
-        locations.extend(chunk.locations)
-    if not records:
-        raise InputError(f"{specs[0].name}: input has no rows")
-    return stdin, records, locations
+def spool_stdin(specs: list[InputSpec], stdin: IO[bytes] | None, tmp: str) -> IO[bytes] | None:
+    """stdin copied to a file in ``tmp`` (read more than once, never held in memory)."""
+    if not any(s.kind == "stdin" for s in specs):
+        return stdin
+    path = os.path.join(tmp, "stdin.jsonl")
+    with open(path, "wb") as fh:
+        shutil.copyfileobj(stdin or sys.stdin.buffer, fh, 1 << 20)
+    return open(path, "rb")
 
 
-def score_to_table(
+def rewind(stdin: IO[bytes] | None) -> IO[bytes] | None:
+    if stdin is not None and stdin.seekable():
+        stdin.seek(0)
+    return stdin
+
+
+def score_to_parquet(
     specs: list[InputSpec],
     opts: RunOptions,
     engine: EngineFactory | None,
     progress: Progress | None,
     stdin: IO[bytes] | None,
-) -> tuple[pa.Table, RunSummary]:
-    """Score ``specs`` with the normal run into a temporary Parquet file; read it back."""
-    import pyarrow.parquet as pq
-
-    with tempfile.TemporaryDirectory(prefix="codescaler-") as tmp:
-        scored = replace(opts, output=os.path.join(tmp, "scored.parquet"), resume=ResumeMode.never)
-        if stdin is not None:
-            stdin.seek(0)
-        eng = engine(scored) if engine is not None else None
-        summary = run(specs, scored, eng, progress=progress, stdin=stdin)
-        return pq.read_table(scored.output), summary
+    tmp: str,
+) -> tuple[str, RunSummary]:
+    """Score ``specs`` with the normal run into ``tmp``/scored.parquet."""
+    scored = replace(opts, output=os.path.join(tmp, "scored.parquet"), resume=ResumeMode.never)
+    eng = engine(scored) if engine is not None else None
+    summary = run(specs, scored, eng, progress=progress, stdin=rewind(stdin))
+    return scored.output, summary
 
 
-def write_result(
-    table: pa.Table, output: str, metadata: dict | None, stdout: IO[str] | None
-) -> None:
-    """The task's table to ``output`` (``-``: JSON Lines on stdout), with the scores'
-    provenance."""
-    if output == "-":
-        out = stdout if stdout is not None else sys.stdout
-        for row in table.to_pylist():
-            out.write(dumps_row(row) + "\n")
-        out.flush()
-        return
-    meta = {
-        k.decode(): v.decode() for k, v in (metadata or {}).items() if k.startswith(b"codescaler.")
-    }
-    write_table_atomic(table, output, meta or None)
+class TableWriter:
+    """Streams record batches to ``output``: Parquet, JSON Lines, a ``.json`` array, or
+    ``-`` (JSON Lines on stdout). A file appears complete or not at all."""
+
+    def __init__(
+        self, output: str, schema: pa.Schema, stdout: IO[str] | None = None
+    ) -> None:
+        self.output = output
+        self.schema = schema
+        raw = (schema.metadata or {}).get(JSON_COLUMNS_KEY.encode())
+        self.json_columns = json.loads(raw) if raw else []
+        self.kind = "stdout" if output == "-" else output_format(output)
+        if output.lower().endswith(".json"):
+            self.kind = "json"
+        self.tmp: str | None = None
+        self.parquet: Any = None
+        self.text: IO[str] | None = None
+        self.rows = 0
+        if self.kind == "stdout":
+            self.text = stdout if stdout is not None else sys.stdout
+            return
+        fd, self.tmp = atomic_path(output)
+        if self.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            os.close(fd)
+            self.parquet = pq.ParquetWriter(self.tmp, schema)
+        else:
+            self.text = os.fdopen(fd, "w", encoding="utf-8")
+            if self.kind == "json":
+                self.text.write("[")
+
+    def write(self, table: pa.Table) -> None:
+        if self.parquet is not None:
+            self.parquet.write_table(table)
+            return
+        assert self.text is not None
+        for row in decoded_rows(table.to_pylist(), self.json_columns):
+            if self.kind == "json":
+                self.text.write(("\n" if not self.rows else ",\n") + dumps_row(row))
+            else:
+                self.text.write(dumps_row(row) + "\n")
+            self.rows += 1
+
+    def close(self) -> None:
+        if self.parquet is not None:
+            self.parquet.close()
+        elif self.kind == "stdout":
+            assert self.text is not None
+            self.text.flush()
+            return
+        elif self.text is not None:
+            if self.kind == "json":
+                self.text.write("\n]\n" if self.rows else "]\n")
+            self.text.close()
+        os.replace(self.tmp, self.output)  # type: ignore[arg-type]
+        self.tmp = None
+
+    def abort(self) -> None:
+        if self.parquet is not None:
+            self.parquet.close()
+        if self.text is not None and self.kind != "stdout":
+            self.text.close()
+        if self.tmp and os.path.exists(self.tmp):
+            os.unlink(self.tmp)
