@@ -1,28 +1,33 @@
-"""Python API for notebooks and RL loops: score and rerank records in memory."""
+"""Python API for notebooks and RL loops: score and rerank records in memory.
+
+A thin layer over the same run and tasks as the command line: the records go to a
+temporary Parquet file (every key of every row, with its type), through the loop or the
+task, and come back. Rows, columns, types, provenance and checks are those of the CLI.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import (
-    DEFAULT_MAX_LENGTH,
     ExtractMode,
     ModelOptions,
     OnBadRow,
     RankBy,
     RowOptions,
+    RunOptions,
     ScoringOptions,
     Shaping,
     default_model,
 )
-from .fields import GROUP_FIELDS, QUESTION_FIELDS, detect_fields, pick_field, record_columns
-from .io.readers import Chunk
+from .errors import CodescalerError, InputError
+from .io.inputs import InputSpec
 from .model.reward_model import RewardModel
-from .rank import rank_table
-from .scoring.build import build_scorer
-from .stages import process_chunk
-from .tables import looks_scored
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -33,11 +38,11 @@ _MODELS: dict[ModelOptions, RewardModel] = {}
 def load_model(
     model: str | None = None,
     *,
-    revision: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    trust_remote_code: bool = False,
-    allow_pickle_weights: bool = False,
+    revision: str | None = ModelOptions.revision,
+    device: str = ModelOptions.device,
+    dtype: str = ModelOptions.dtype,
+    trust_remote_code: bool = ModelOptions.trust_remote_code,
+    allow_pickle_weights: bool = ModelOptions.allow_pickle_weights,
     cache: bool = True,
 ) -> RewardModel:
     """Load (once per process, unless ``cache=False``) a reward model for scoring."""
@@ -60,31 +65,47 @@ def load_model(
     return rm
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """An input row that was not scored (``on_bad_row="skip"``): its index and why."""
+
+    index: int
+    reason: str
+
+
+class ScoredRows(list):
+    """The scored rows (a list of dicts), and ``rejected``: the rows left out."""
+
+    rejected: list[Rejected]
+
+
 def score_records(
     records: Iterable[dict[str, Any]] | pa.Table,
     model: str | RewardModel | None = None,
     *,
-    question_field: str | None = None,
-    response_field: str | None = None,
-    extract: str = "auto",
-    shaping: str = "softplus",
-    max_length: int = DEFAULT_MAX_LENGTH,
-    max_tokens_per_batch: int | None = None,
-    dedup: bool = True,
-    prefix_reuse: bool = True,
-    streams: int | None = None,
-    revision: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    on_bad_row: str = "error",
+    question_field: str | None = RowOptions.question_field,
+    response_field: str | None = RowOptions.response_field,
+    extract: str = RowOptions.extract,
+    shaping: str = RowOptions.shaping,
+    max_length: int = ScoringOptions.max_length,
+    max_tokens_per_batch: int | None = ScoringOptions.max_tokens_per_batch,
+    dedup: bool = ScoringOptions.dedup,
+    prefix_reuse: bool = ScoringOptions.prefix_reuse,
+    streams: int | None = ScoringOptions.streams,
+    revision: str | None = ModelOptions.revision,
+    device: str = ModelOptions.device,
+    dtype: str = ModelOptions.dtype,
+    on_bad_row: str = RunOptions.on_bad_row,
 ) -> list[dict[str, Any]] | pa.Table:
     """Score candidates; returns the input rows with the ``score`` output columns added.
 
     ``records`` is a list of dicts (a list of dicts comes back) or a ``pyarrow.Table``
     (a table comes back). ``model`` is a hub id, a local directory, or a model from
-    :func:`load_model`. Scores are exactly those of ``codescaler score``. On a CPU the
-    passes run in ``streams`` threads (default: 2 when torch has 2+ threads), each with a
-    share of torch's threads; torch's thread count is restored when the call returns.
+    :func:`load_model`. Rows and scores are exactly those of ``codescaler score``.
+
+    A bad row raises :class:`~codescaler_cli.errors.InputError` naming ``record N``; with
+    ``on_bad_row="skip"`` it is left out and listed, with its index and reason, in the
+    result's ``rejected`` (a list) or in the table's ``codescaler.rejected`` metadata.
     """
     import pyarrow as pa
 
@@ -101,50 +122,156 @@ def score_records(
         prefix_reuse=prefix_reuse,
         streams=streams,
     )
-    scoring.validate()
-    bad_rows = OnBadRow(on_bad_row)
-    as_table = isinstance(records, pa.Table)
-    rows = records.to_pylist() if as_table else list(records)
-    if not rows:
-        return records if as_table else []
-    rm = (
-        model
-        if isinstance(model, RewardModel)
-        else load_model(model, revision=revision, device=device, dtype=dtype)
+    model_opts = ModelOptions(
+        model=model if isinstance(model, str) else default_model(),
+        revision=revision,
+        device=device,
+        dtype=dtype,  # type: ignore[arg-type]
     )
-    chunk = Chunk(0, rows, [f"record {i}" for i in range(len(rows))])
-    fields = detect_fields(record_columns(rows), question_field, response_field, "records")
-    result = process_chunk(chunk, fields, rows_opts, build_scorer(rm, scoring), bad_rows)
-    return result.table if as_table else result.table.to_pylist()
+    as_table = isinstance(records, pa.Table)
+    with tempfile.TemporaryDirectory(prefix="codescaler-api-") as tmp:
+        spec = _as_input(records, tmp)
+        if spec is None:
+            return records if as_table else ScoredRows()
+        out = os.path.join(tmp, "scored.parquet")
+        opts = RunOptions(out, rows_opts, model_opts, scoring, on_bad_row=OnBadRow(on_bad_row))
+        opts.validate()
+        rm = model if isinstance(model, RewardModel) else None
+        if rm is None:
+            rm = load_model(model, revision=revision, device=device, dtype=dtype)
+        from .engines.local import LocalEngine
+        from .engines.loop import run
+
+        summary = _in_records(spec.path, lambda: run([spec], opts, LocalEngine(opts, rm)))
+        rejected = _rejected(summary.rejected_path, spec.path)
+        return _result(out, as_table, rejected)
+
+
+def _as_input(records: Iterable[dict[str, Any]] | pa.Table, tmp: str) -> InputSpec | None:
+    """The records as a Parquet file in ``tmp`` (None: no records)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .tables import records_to_table
+
+    if isinstance(records, pa.Table):
+        table = records
+    else:
+        rows = list(records)
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise InputError(f"record {i}: expected a dict, got {type(row).__name__}")
+        table = records_to_table(rows)
+    if table.num_rows == 0:
+        return None
+    path = os.path.join(tmp, "records.parquet")
+    pq.write_table(table, path)
+    return InputSpec("parquet", path)
+
+
+def _in_records(path: str, call: Any) -> Any:
+    """``call()``, with its messages naming ``record N`` instead of the temporary file."""
+    try:
+        return call()
+    except CodescalerError as exc:
+        text = re.sub(re.escape(path) + r" row (\d+)", r"record \1", str(exc))
+        raise (InputError if isinstance(exc, InputError) else type(exc))(text) from None
+
+
+def _rejected(path: str | None, source: str) -> list[Rejected]:
+    import json
+
+    if not path or not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            index = int(row["location"].rsplit(" row ", 1)[1])
+            out.append(Rejected(index, row["reason"]))
+    return out
+
+
+def _result(path: str, as_table: bool, rejected: list[Rejected] | None) -> Any:
+    import json
+
+    import pyarrow.parquet as pq
+
+    from .io.writers import table_rows
+
+    table = pq.read_table(path)
+    if as_table:
+        if rejected is None:
+            return table
+        meta = {**(table.schema.metadata or {})}
+        meta[b"codescaler.rejected"] = json.dumps([vars(r) for r in rejected]).encode()
+        return table.replace_schema_metadata(meta)
+    rows = ScoredRows(table_rows(table))
+    rows.rejected = rejected or []
+    return rows
 
 
 def rerank(
     records: Sequence[dict[str, Any]] | pa.Table,
+    model: str | RewardModel | None = None,
     *,
     top_k: int = 1,
-    by: str = "reward",
+    by: str = RankBy.reward,
     group_field: str | None = None,
-    question_field: str | None = None,
-    model: Any = None,
+    label_field: str | None = None,
+    question_field: str | None = RowOptions.question_field,
+    response_field: str | None = RowOptions.response_field,
     rescore: bool = False,
-    **score_kwargs: Any,
+    group_as_text: bool = False,
+    extract: str = RowOptions.extract,
+    shaping: str = RowOptions.shaping,
+    max_length: int = ScoringOptions.max_length,
+    device: str = ModelOptions.device,
+    dtype: str = ModelOptions.dtype,
 ) -> list[dict[str, Any]] | pa.Table:
-    """Keep the best ``top_k`` candidates per problem (0 keeps all, ranked).
-
-    Rows that already carry ``score``/``reward``/``code_valid`` (output of ``score``) are
-    ranked as they are, without loading a model, unless ``rescore`` is set.
-    """
+    """Keep the best ``top_k`` candidates per problem (0 keeps all, ranked), as
+    ``codescaler rerank`` does: rows scored earlier (their provenance says so) keep their
+    scores and need no model; others are scored (with ``model`` when given, else with the
+    model that scored the rest)."""
     import pyarrow as pa
 
+    from .tasks.rerank import run_rerank
+
     as_table = isinstance(records, pa.Table)
-    table = records if as_table else pa.Table.from_pylist(list(records))
-    if table.num_rows == 0:
-        return records
-    if rescore or not looks_scored(table.column_names):
-        table = score_records(table, model, question_field=question_field, **score_kwargs)
-    cols = table.column_names
-    gcol = pick_field(cols, group_field, GROUP_FIELDS, "group", "--group-field", None, False)
-    if gcol is None:  # no id column: the question text names the group
-        gcol = pick_field(cols, question_field, QUESTION_FIELDS, "question", "question_field")
-    out, _ = rank_table(table, gcol, top_k, RankBy(by))
-    return out if as_table else out.to_pylist()
+    with tempfile.TemporaryDirectory(prefix="codescaler-api-") as tmp:
+        spec = _as_input(records, tmp)
+        if spec is None:
+            return records if as_table else []
+        out = os.path.join(tmp, "ranked.parquet")
+        rows = RowOptions(
+            question_field=question_field,
+            response_field=response_field,
+            extract=ExtractMode(extract),
+            shaping=Shaping(shaping),
+        )
+        name = model.name if isinstance(model, RewardModel) else model
+        model_opts = ModelOptions(model=name or default_model(), device=device, dtype=dtype)  # type: ignore[arg-type]
+        opts = RunOptions(out, rows, model_opts, ScoringOptions(max_length=max_length))
+        engine = None
+        if isinstance(model, RewardModel):
+            from .engines.local import LocalEngine
+
+            def engine(o: RunOptions) -> Any:
+                return LocalEngine(o, model)
+
+        _in_records(
+            spec.path,
+            lambda: run_rerank(
+                [spec],
+                opts,
+                top_k=top_k,
+                by=RankBy(by),
+                group_field=group_field,
+                label_field=label_field,
+                rescore=rescore,
+                group_as_text=group_as_text,
+                model_named=model is not None,
+                engine=engine,
+            ),
+        )
+        return _result(out, as_table, None)

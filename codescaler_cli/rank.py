@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import InputError
 
+
 def _key(value: float | None) -> float:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return -math.inf
@@ -175,25 +176,33 @@ class PairMetrics:
         return asdict(self)
 
 
-def pair_accuracy(
-    chosen: Sequence[float | None], rejected: Sequence[float | None]
-) -> tuple[list[bool], PairMetrics]:
-    """Per pair: does the chosen program score strictly higher? A missing score loses."""
-    correct: list[bool] = []
-    ties = unscored = 0
-    margins = []
-    for c, r in zip(chosen, rejected, strict=True):
-        if c is None or r is None:
-            unscored += 1
-        else:
-            margins.append(c - r)
-            ties += c == r
-        correct.append(_key(c) > _key(r))
-    n = len(correct)
-    return correct, PairMetrics(
-        pairs=n,
-        accuracy=sum(correct) / n if n else 0.0,
-        ties=ties,
-        unscored=unscored,
-        mean_margin=sum(margins) / len(margins) if margins else None,
-    )
+class PairAccumulator:
+    """Pairwise preference accuracy over pairs streamed in chunks: does the chosen program
+    score strictly higher? A missing score loses (an unscored pair is never correct)."""
+
+    def __init__(self) -> None:
+        self.pairs = self.correct = self.ties = self.unscored = self.margins = 0
+        self.margin_sum = 0.0
+
+    def add(self, chosen: Sequence[float | None], rejected: Sequence[float | None]) -> list[bool]:
+        out: list[bool] = []
+        for c, r in zip(chosen, rejected, strict=True):
+            if c is None or r is None:
+                self.unscored += 1
+            else:
+                self.margin_sum += c - r
+                self.margins += 1
+                self.ties += c == r
+            out.append(_key(c) > _key(r))
+        self.pairs += len(out)
+        self.correct += sum(out)
+        return out
+
+    def result(self) -> PairMetrics:
+        return PairMetrics(
+            pairs=self.pairs,
+            accuracy=self.correct / self.pairs if self.pairs else 0.0,
+            ties=self.ties,
+            unscored=self.unscored,
+            mean_margin=self.margin_sum / self.margins if self.margins else None,
+        )

@@ -15,66 +15,84 @@ from typer.testing import CliRunner
 
 from codescaler_cli.api import rerank
 from codescaler_cli.cli import app
-from codescaler_cli.errors import InputError, UsageError
-from codescaler_cli.rank import (
-    pair_accuracy,
-    parse_label,
-    rank_table,
-    rank_within_groups,
-    select,
-    selection_metrics,
-)
+from codescaler_cli.config import RankBy
+from codescaler_cli.errors import InputError
+from codescaler_cli.provenance import OUTPUT_COLUMNS, Provenance, provenance_array
+from codescaler_cli.rank import PairAccumulator, parse_label
+from codescaler_cli.tasks.rerank import rank_file
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "candidates.jsonl"
+SCORED_BY = Provenance(model="m", dtype="float32", max_length=64, columns=OUTPUT_COLUMNS)
 
 
-# ---------------------------------------------------------------- pure ranking
+def scored_rows(**cols) -> pa.Table:
+    """Rows as ``score`` writes them (each with its provenance)."""
+    n = len(next(iter(cols.values())))
+    cols.setdefault("code_valid", [True] * n)
+    t = pa.table(cols)
+    return t.append_column("codescaler", provenance_array([SCORED_BY] * n))
 
 
-def test_rank_by_reward_ties_by_score_then_input_order():
-    groups = ["a", "a", "a", "a", "b"]
-    rewards = [1.0, 2.0, 2.0, 2.0, 0.5]
-    scores = [1.0, 1.5, 1.7, 1.5, 0.1]
-    rank, size = rank_within_groups(groups, rewards, scores)
-    assert rank == [4, 2, 1, 3, 1]
-    assert size == [4, 4, 4, 4, 1]
+def ranked(tmp_path, table, top_k=0, by=RankBy.reward, labels=None, as_text=False):
+    src, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pq.write_table(table, src)
+    m = rank_file(str(src), "g", labels, top_k, by, as_text, str(out), None, str(tmp_path))
+    return pq.read_table(out).to_pylist(), m
 
 
-def test_all_invalid_group_is_ranked_by_raw_score():
-    groups = ["g"] * 3
-    rewards = [0.0, 0.0, 0.0]
-    scores = [-1.0, 3.0, None]
-    rank, _ = rank_within_groups(groups, rewards, scores)
-    assert rank == [2, 1, 3]  # a missing score sorts last
+# ---------------------------------------------------------------- ranking
 
 
-def test_rank_by_score_ignores_validity():
-    rank, _ = rank_within_groups(["g", "g"], [0.0, 0.2], [5.0, -1.0], by="score")
-    assert rank == [1, 2]
-    with pytest.raises(UsageError):
-        rank_within_groups(["g"], [0.0], [0.0], by="bogus")
+def test_rank_by_reward_ties_by_score_then_input_order(tmp_path):
+    t = scored_rows(
+        g=["a", "a", "a", "a", "b"],
+        reward=[1.0, 2.0, 2.0, 2.0, 0.5],
+        score=[1.0, 1.5, 1.7, 1.5, 0.1],
+        i=[0, 1, 2, 3, 4],
+    )
+    rows, _ = ranked(tmp_path, t)
+    assert [(r["i"], r["rank"], r["group_size"]) for r in rows] == [
+        (2, 1, 4), (1, 2, 4), (3, 3, 4), (0, 4, 4), (4, 1, 1)
+    ]  # fmt: skip
+    assert rows[0]["codescaler"]["columns"][-2:] == ["rank", "group_size"]
 
 
-def test_select_top_k_larger_than_group_and_order():
-    groups = ["x", "y", "x", "y", "x"]
-    rank = [3, 1, 1, 2, 2]
-    assert select(groups, rank, 1) == [2, 1]
-    assert select(groups, rank, 10) == [2, 4, 0, 1, 3]
-    assert select(groups, rank, 0) == [2, 4, 0, 1, 3]
-    with pytest.raises(UsageError):
-        select(groups, rank, -1)
+def test_missing_or_nan_scores_sort_last_and_by_score(tmp_path):
+    t = scored_rows(
+        g=["g"] * 4,
+        reward=[0.0, 0.0, 0.0, 0.0],
+        score=[-1.0, 3.0, None, float("nan")],
+        i=[0, 1, 2, 3],
+    )
+    rows, _ = ranked(tmp_path, t)
+    assert [r["i"] for r in rows] == [1, 0, 2, 3]
+    t = scored_rows(g=["g", "g"], reward=[0.0, 0.2], score=[5.0, -1.0], i=[0, 1])
+    rows, _ = ranked(tmp_path, t, by=RankBy.score)
+    assert [r["i"] for r in rows] == [0, 1]
 
 
-def test_rank_table_adds_columns_and_groups_of_one():
-    t = pa.table({"pid": ["p", "q", "p"], "reward": [0.1, 0.0, 0.9], "score": [-2.0, 0.3, 2.0]})
-    out, kept = rank_table(t, "pid", 1)
-    assert kept == [2, 1]
-    assert out.column("pid").to_pylist() == ["p", "q"]
-    assert out.column("reward").to_pylist() == [0.9, 0.0]
-    assert out.column("rank").to_pylist() == [1, 1]
-    assert out.column("group_size").to_pylist() == [2, 1]
+def test_top_k_larger_than_group_and_group_order(tmp_path):
+    t = scored_rows(
+        g=["x", "y", "x", "y", "x"],
+        reward=[1.0, 3.0, 3.0, 2.0, 2.0],
+        score=[0.0] * 5,
+        i=[0, 1, 2, 3, 4],
+    )
+    assert [r["i"] for r in ranked(tmp_path, t, top_k=1)[0]] == [2, 1]
+    assert [r["i"] for r in ranked(tmp_path, t, top_k=10)[0]] == [2, 4, 0, 1, 3]
+
+
+def test_groups_are_exact_values_unless_as_text(tmp_path):
+    t = scored_rows(g=["1", "1", "2"], reward=[1.0, 2.0, 3.0], score=[0.0] * 3, i=[0, 1, 2])
+    t = t.set_column(0, "g", pa.array(['"1"', "1", "2"]))
+    meta = {b"codescaler.json_columns": b'["g"]'}
+    t = t.replace_schema_metadata(meta)
+    rows, m = ranked(tmp_path, t, top_k=1)
+    assert m.groups == 3
+    rows, m = ranked(tmp_path, t, top_k=1, as_text=True)
+    assert m.groups == 2 and [r["i"] for r in rows] == [1, 2]
 
 
 @pytest.mark.parametrize(
@@ -90,30 +108,32 @@ def test_parse_label_rejects_other_values():
         parse_label(2, "row 3")
 
 
-def test_metrics_by_hand():
+def test_metrics_by_hand(tmp_path):
     # group a: 3 candidates, 1 passes, top-1 is the passing one
     # group b: 2 candidates, both fail; group c: 1 candidate that passes, top-1 passes
-    groups = ["a", "a", "a", "b", "b", "c"]
-    rewards = [0.5, 2.0, 0.0, 1.0, 0.7, 0.3]
-    scores = [0.1, 1.9, -4.0, 0.5, 0.2, -1.0]
-    labels = [False, True, False, False, False, True]
-    valid = [True, True, False, True, True, True]
-    rank, _ = rank_within_groups(groups, rewards, scores)
-    kept = select(groups, rank, 1)
-    m = selection_metrics(groups, rank, rewards, scores, valid, kept, labels)
+    t = scored_rows(
+        g=["a", "a", "a", "b", "b", "c"],
+        reward=[0.5, 2.0, 0.0, 1.0, 0.7, 0.3],
+        score=[0.1, 1.9, -4.0, 0.5, 0.2, -1.0],
+        passed=[False, True, False, False, False, True],
+        code_valid=[True, True, False, True, True, True],
+    )
+    _, m = ranked(tmp_path, t, top_k=1, labels="passed")
     assert m.groups == 3 and m.candidates == 6 and m.selected == 3
     assert m.best_of_n_accuracy == pytest.approx(2 / 3)  # a: pass, b: fail, c: pass
     assert m.random_accuracy == pytest.approx((1 / 3 + 0 + 1) / 3)
     assert m.oracle_accuracy == pytest.approx(2 / 3)
     assert m.selected_mean_reward == pytest.approx((2.0 + 1.0 + 0.3) / 3)
     assert m.gate_value() == ("best-of-N accuracy", pytest.approx(2 / 3))
-    unlabelled = selection_metrics(groups, rank, rewards, scores, valid, kept, None)
-    assert unlabelled.gate_value()[0] == "selected mean reward"
+    _, unlabelled = ranked(tmp_path, t, top_k=1)
+    assert unlabelled.gate_value() == ("best-of-N accuracy", None)
 
 
 def test_pair_accuracy():
-    correct, m = pair_accuracy([2.0, 1.0, None, 3.0], [1.0, 1.0, 0.0, None])
-    assert correct == [True, False, False, True]
+    acc = PairAccumulator()
+    assert acc.add([2.0, 1.0], [1.0, 1.0]) == [True, False]
+    assert acc.add([None, 3.0], [0.0, None]) == [False, True]
+    m = acc.result()
     assert m.accuracy == 0.5 and m.ties == 1 and m.unscored == 2
     assert m.mean_margin == pytest.approx(0.5)
 
@@ -125,11 +145,15 @@ def test_rerank_api_on_scored_records_needs_no_model(monkeypatch):
     import codescaler_cli.model.load as model_mod
 
     monkeypatch.setattr(model_mod, "load_reward_model", _no_model)
+    prov = {**SCORED_BY.as_value(), "question_field": "question", "response_field": "response"}
     rows = [
-        {"task_id": "t1", "question": "q", "score": 1.0, "reward": 1.3, "code_valid": True},
-        {"task_id": "t1", "question": "q", "score": 3.0, "reward": 3.05, "code_valid": True},
-        {"task_id": "t2", "question": "r", "score": 9.0, "reward": 0.0, "code_valid": False},
+        {"task_id": "t1", "question": "q", "response": "a", "score": 1.0, "reward": 1.3},
+        {"task_id": "t1", "question": "q", "response": "b", "score": 3.0, "reward": 3.05},
+        {"task_id": "t2", "question": "r", "response": "c", "score": 9.0, "reward": 0.0},
     ]
+    for r in rows:
+        r.update(code="x", code_valid=r["reward"] > 0, extract_method="verbatim")
+        r.update(n_code_blocks=0, n_tokens=5, truncated=False, codescaler=prov)
     out = rerank(rows, top_k=1)
     assert [(r["task_id"], r["score"], r["rank"]) for r in out] == [("t1", 3.0, 1), ("t2", 9.0, 1)]
 
@@ -222,12 +246,31 @@ def test_rerank_all_and_metrics_json(scored, tmp_path):
     assert "best-of-N accuracy" in r.stderr
 
 
-def test_fail_under_gates_the_exit_code(scored):
+def test_fail_under_gates_the_exit_code(scored, tmp_path):
     ok = runner.invoke(app, ["rerank", str(scored), "-o", "-", "--fail-under", "0.0", "-q"])
     assert ok.exit_code == 0
-    bad = runner.invoke(app, ["rerank", str(scored), "-o", "-", "--fail-under", "1.01", "-q"])
+    assert "best-of-N accuracy" in ok.stderr and "passed" in ok.stderr
+    bad = runner.invoke(app, ["rerank", str(scored), "-o", "-", "--fail-under", "0.99", "-q"])
     assert bad.exit_code == 1
-    assert "best-of-N accuracy" in bad.stderr and "below --fail-under 1.01" in bad.stderr
+    assert "best-of-N accuracy" in bad.stderr and "below --fail-under 0.99" in bad.stderr
+    for value in ("25", "1.01", "-0.1", "nan"):  # a percent is refused, not never-passing
+        r = runner.invoke(app, ["rerank", str(scored), "-o", "-", "--fail-under", value])
+        assert r.exit_code == 2 and "fraction between 0 and 1" in r.stderr, value
+    # labels all null: the metric cannot be computed, so the gate fails (never switches)
+    t = pq.read_table(scored)
+    t = t.set_column(t.column_names.index("passed"), "passed", pa.nulls(t.num_rows, pa.bool_()))
+    pq.write_table(t, tmp_path / "nolabels.parquet")
+    r = runner.invoke(
+        app, ["rerank", str(tmp_path / "nolabels.parquet"), "-o", "-", "--fail-under", "0"]
+    )
+    assert r.exit_code == 1 and "cannot be computed" in r.stderr
+    # no label column: refused before any work
+    pq.write_table(t.drop_columns(["passed"]), tmp_path / "unlabelled.parquet")
+    out = tmp_path / "o.jsonl"
+    r = runner.invoke(
+        app, ["rerank", str(tmp_path / "unlabelled.parquet"), "-o", str(out), "--fail-under", "0"]
+    )
+    assert r.exit_code == 2 and "needs a label column" in r.stderr and not out.exists()
 
 
 def test_group_field_fallback_to_question(tiny_model_dir, tmp_path):

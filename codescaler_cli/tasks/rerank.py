@@ -94,7 +94,7 @@ def run_rerank(
         path, summary = score_to_parquet(specs, scored_opts, engine, progress, stdin, tmp)
         if gcol is None:  # no id column: the question text names the group
             gcol = _question_column(path, opts, cols, source)
-        metrics = _rank(path, gcol, lcol, top_k, by, group_as_text, opts.output, stdout, tmp)
+        metrics = rank_file(path, gcol, lcol, top_k, by, group_as_text, opts.output, stdout, tmp)
     if fail_under is not None and metrics.best_of_n_accuracy is None:
         raise InputError(
             f"label field {lcol!r} has no value in any group: best-of-N accuracy, which "
@@ -179,7 +179,7 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _rank(
+def rank_file(
     path: str,
     gcol: str,
     lcol: str | None,
