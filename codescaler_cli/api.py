@@ -148,25 +148,28 @@ def score_records(
 
 
 def _as_input(records: Iterable[dict[str, Any]] | pa.Table, tmp: str) -> InputSpec | None:
-    """The records as a Parquet file in ``tmp`` (None: no records)."""
+    """The records as a file in ``tmp`` (None: no records): a table as Parquet (its own
+    types), dicts as JSON Lines (every key of every row, read back value for value)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .tables import records_to_table
-
     if isinstance(records, pa.Table):
-        table = records
-    else:
-        rows = list(records)
-        for i, row in enumerate(rows):
+        if records.num_rows == 0:
+            return None
+        path = os.path.join(tmp, "records.parquet")
+        pq.write_table(records, path)
+        return InputSpec("parquet", path)
+    from .io.writers import dumps_row
+
+    path = os.path.join(tmp, "records.jsonl")
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in records:
             if not isinstance(row, dict):
-                raise InputError(f"record {i}: expected a dict, got {type(row).__name__}")
-        table = records_to_table(rows)
-    if table.num_rows == 0:
-        return None
-    path = os.path.join(tmp, "records.parquet")
-    pq.write_table(table, path)
-    return InputSpec("parquet", path)
+                raise InputError(f"record {n}: expected a dict, got {type(row).__name__}")
+            fh.write(dumps_row(row) + "\n")
+            n += 1
+    return InputSpec("jsonl", path) if n else None
 
 
 def _in_records(path: str, call: Any) -> Any:
@@ -174,8 +177,17 @@ def _in_records(path: str, call: Any) -> Any:
     try:
         return call()
     except CodescalerError as exc:
-        text = re.sub(re.escape(path) + r" row (\d+)", r"record \1", str(exc))
+        text = _LOCATION.sub(lambda m: f"record {_index(m.group(0))}", str(exc).replace(path, "@"))
         raise (InputError if isinstance(exc, InputError) else type(exc))(text) from None
+
+
+_LOCATION = re.compile(r"@(:\d+| row \d+)")
+
+
+def _index(location: str) -> int:
+    """The record index of a location in the temporary input (``:N`` lines are 1-based)."""
+    number = int(re.findall(r"\d+", location)[-1])
+    return number - 1 if ":" in location else number
 
 
 def _rejected(path: str | None, source: str) -> list[Rejected]:
@@ -187,8 +199,7 @@ def _rejected(path: str | None, source: str) -> list[Rejected]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
-            index = int(row["location"].rsplit(" row ", 1)[1])
-            out.append(Rejected(index, row["reason"]))
+            out.append(Rejected(_index(row["location"].replace(source, "@")), row["reason"]))
     return out
 
 

@@ -94,7 +94,10 @@ def run_rerank(
         path, summary = score_to_parquet(specs, scored_opts, engine, progress, stdin, tmp)
         if gcol is None:  # no id column: the question text names the group
             gcol = _question_column(path, opts, cols, source)
-        metrics = rank_file(path, gcol, lcol, top_k, by, group_as_text, opts.output, stdout, tmp)
+        known = _model_metadata(s) if not rescore else {}
+        metrics = rank_file(
+            path, gcol, lcol, top_k, by, group_as_text, opts.output, stdout, tmp, known
+        )
     if fail_under is not None and metrics.best_of_n_accuracy is None:
         raise InputError(
             f"label field {lcol!r} has no value in any group: best-of-N accuracy, which "
@@ -136,9 +139,7 @@ def _scoring_plan(
     model = replace(
         opts.model, model=p.model or opts.model.model, revision=p.revision, dtype=Dtype(p.dtype)
     )
-    rows = replace(
-        opts.rows, extract=ExtractMode(p.extract), shaping=Shaping(p.shaping), reuse=key
-    )
+    rows = replace(opts.rows, extract=ExtractMode(p.extract), shaping=Shaping(p.shaping), reuse=key)
     scoring = replace(opts.scoring, max_length=p.max_length or opts.scoring.max_length)
     return replace(opts, model=model, rows=rows, scoring=scoring)
 
@@ -158,6 +159,24 @@ def target_scorer(opts: RunOptions) -> tuple[Any, ...]:
         str(opts.rows.extract),
         str(opts.rows.shaping),
     )
+
+
+def _model_metadata(s: Survey) -> dict[bytes, bytes]:
+    """File metadata naming the model the reused rows were scored by (one model only)."""
+    if len(s.scored_by) != 1:
+        return {}
+    p = next(iter(s.scored_by.values())).provenance
+    values = {
+        "model": p.model,
+        "revision": p.revision,
+        "commit": p.commit,
+        "dtype": p.dtype,
+        "max_length": p.max_length,
+    }
+    return {
+        f"codescaler.{k}".encode(): ("" if v is None else str(v)).encode()
+        for k, v in values.items()
+    }
 
 
 def _question_column(path: str, opts: RunOptions, cols: list[str], source: str | None) -> str:
@@ -189,6 +208,7 @@ def rank_file(
     output: str,
     stdout: IO[str] | None,
     tmp: str,
+    known: dict[bytes, bytes] | None = None,
 ) -> SelectionMetrics:
     """Rank the scored rows within groups and stream the kept ones to ``output``."""
     import duckdb
@@ -223,7 +243,8 @@ def rank_file(
     con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "temp_directory": tmp})
     reader = con.sql(sql, params=[path]).to_arrow_reader(8192)
     fields = [*schema, pa.field("rank", pa.int32()), pa.field("group_size", pa.int32())]
-    meta = {**(schema.metadata or {}), b"codescaler.task": b"rerank"}
+    # ``known``: the scoring model's metadata when no row needed the model this time.
+    meta = {**(known or {}), **(schema.metadata or {}), b"codescaler.task": b"rerank"}
     out_schema = pa.schema(fields, metadata=meta)
     acc = SelectionAccumulator(top_k)
     writer = TableWriter(output, out_schema, stdout)
@@ -281,4 +302,3 @@ def _as_output(part: Any, schema: Any) -> Any:
                 pa.nulls(len(part), f.type) if pa.types.is_null(f.type) else col.cast(f.type)
             )
     return pa.Table.from_arrays(arrays, schema=schema)
-
