@@ -454,16 +454,9 @@ def test_temporaries_of_a_killed_merge_are_cleaned_and_outputs_honour_the_umask(
 
 
 def _scored_rows(groups: list) -> list[dict]:
-    return [
-        {
-            "problem_id": g,
-            "question": "q",
-            "score": float(i),
-            "reward": float(i) + 1,
-            "code_valid": True,
-        }
-        for i, g in enumerate(groups)
-    ]
+    from support.scored import scored_row
+
+    return [scored_row(float(i), problem_id=g) for i, g in enumerate(groups)]
 
 
 def test_rerank_groups_by_exact_value_unless_asked(tmp_path):
@@ -489,7 +482,7 @@ def test_rerank_groups_by_exact_value_unless_asked(tmp_path):
         ([{}], ["--group-field", "pid"], 2, "group field 'pid' not found"),
         ([{}], ["--label-field", "ok"], 2, "label field 'ok' not found"),
         ([{}], ["--by", "size"], 2, "'size' is not one of 'reward', 'score'"),
-        ([{}], ["--fail-under", "nan"], 2, "--fail-under must be a finite number"),
+        ([{}], ["--fail-under", "nan"], 2, "--fail-under is a fraction between 0 and 1"),
     ],
 )
 def test_rerank_checks_every_option_and_field_before_scoring(
@@ -552,7 +545,7 @@ def test_input_columns_named_like_outputs_never_collide(tmp_path):
         r = runner.invoke(app, ["extract", str(src), "-o", str(out), "-q"])
         assert r.exit_code == 0, r.output
     row = json.loads((tmp_path / "o.jsonl").read_text())
-    assert (row["input_code"], row["input_input_code"], row["code"]) == (2, 1, "x = 1")
+    assert (row["input_code"], row["input_input_code"], row["code"]) == (1, 2, "x = 1")
     assert pq.read_table(tmp_path / "o.parquet").column("input_input_code").to_pylist() == [1]
 
 
@@ -581,7 +574,7 @@ def test_a_file_where_the_checkpoint_goes_is_refused_first(tmp_path):
 
 def test_a_failed_batch_fails_only_the_request_at_fault():
     from codescaler_cli.config import ServeOptions
-    from codescaler_cli.engines.server.batcher import Batcher, Candidate, Ticket
+    from codescaler_cli.serve.batcher import Batcher, Candidate, Ticket
     from codescaler_cli.scoring.oom import ScoreStats
     from codescaler_cli.scoring.scorer import PairScores
 

@@ -19,6 +19,7 @@ from .groups import (
 from .options import (
     INPUT,
     OUTPUT,
+    ChunkSize,
     MetricsJson,
     Quiet,
     option,
@@ -68,6 +69,7 @@ def eval_pairs(
     ] = None,
     metrics_json: MetricsJson = None,
     fail_under: FailUnder = None,
+    chunk_size: ChunkSize = RunOptions.chunk_size,
     quiet: Quiet = False,
 ) -> None:
     """Score both programs of each pair; report how often the chosen one scores higher.
@@ -79,7 +81,7 @@ def eval_pairs(
     from .display import RichProgress, print_pair_metrics
 
     check_threshold(fail_under)
-    opts = RunOptions(output or "", rows, model, scoring)
+    opts = RunOptions(output or "", rows, model, scoring, chunk_size)
     result = run_eval_pairs(
         source.specs(output or "", metrics_json),
         opts,
