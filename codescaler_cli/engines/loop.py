@@ -64,6 +64,8 @@ def run(
     try:
         sink.lock()
         progress.start(count_rows(specs))
+        for note in (n for s in specs for n in s.notices):  # inputs skipped or read once
+            progress.message(note)
         with engine.session(progress):
             sink.open(run_fingerprint(specs, opts, engine.device()), progress, summary)
             fields = InputFields(opts.rows.question_field, opts.rows.response_field)
@@ -130,9 +132,9 @@ class _Sink:
             progress.message(f"an earlier run (pid {lock.previous_pid}) stopped here; taking over")
         remove_stale_temporaries(self.rejected)
         self.partial = partial = PartialRun(self.base, fingerprint)
-        # stdin cannot be fingerprinted, so a run reading it never resumes.
-        reads_stdin = any(s.kind == "stdin" for s in self.specs)
-        msg = partial.open(ResumeMode.never if reads_stdin else self.opts.resume)
+        # stdin and pipes cannot be fingerprinted, so a run reading one never resumes.
+        reads_stream = any(s.is_stream for s in self.specs)
+        msg = partial.open(ResumeMode.never if reads_stream else self.opts.resume)
         if msg:
             progress.message(msg)
         for i in sorted(partial.parts):

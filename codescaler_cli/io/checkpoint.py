@@ -17,8 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import output_format
 from ..tables import conform, decoded_rows, json_columns, unify_parts
+from . import records
 from .lock import LOCK_NAME
-from .writers import atomic_path, remove_stale_temporaries, write_jsonl_rows
+from .writers import (
+    RowsWriter,
+    atomic_path,
+    is_json_document,
+    remove_stale_temporaries,
+    write_jsonl_rows,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -106,9 +113,6 @@ class PartialRun:
     def rejected_part_path(self, index: int) -> str:
         return os.path.join(self.dir, f"rejected-{index:06d}.jsonl")
 
-    def done(self, index: int) -> bool:
-        return index in self.parts
-
     def write_part(
         self, index: int, table: pa.Table, rejected_rows: list[dict[str, Any]], info: PartInfo
     ) -> None:
@@ -162,61 +166,95 @@ class PartialRun:
                         writer.write_table(schema.empty_table())
             else:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    rows = RowsWriter(fh, self.output)
                     for i, part in zip(order, schemas, strict=True):
                         names = json_columns(part)
                         for batch in pq.ParquetFile(self.part_path(i)).iter_batches(
                             batch_size=8192
                         ):
-                            write_jsonl_rows(fh, decoded_rows(batch.to_pylist(), names))
+                            rows.write(decoded_rows(batch.to_pylist(), names))
+                    rows.close()
             os.replace(tmp, self.output)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+        records.note_written([self.output])
         if rejected_path:
             self.merge_rejected(order, rejected_path)
         self.remove()
 
     def finalize_dir(self, out_dir: str, metadata: dict[str, str], rejected_path: str) -> None:
         """``-o DIR/``: the parts become ``DIR/part-NNNNN.parquet`` in input order, one schema,
-        provenance metadata in each; then the partial directory goes."""
+        provenance metadata in each; then the partial directory goes. Of what DIR held, only
+        files codescaler recorded there are replaced or removed (paths.check_paths refused
+        a directory holding anything else before the run began)."""
         import pyarrow.parquet as pq
 
-        order = sorted(self.parts)
+        everything = sorted(self.parts)
+        schema = _merged([pq.read_schema(self.part_path(i)) for i in everything], metadata)
+        # Chunks whose every row was set aside leave no part: an empty part would stop the
+        # directory from being read back (an empty input is an error).
+        order = [i for i in everything if self.parts[i].rows_written]
         schemas = [pq.read_schema(self.part_path(i)) for i in order]
-        schema = _merged(schemas, metadata)
         os.makedirs(out_dir, exist_ok=True)
-        for name in os.listdir(out_dir):  # parts of an earlier run into the same directory
-            if name.startswith("part-") and name.endswith(".parquet"):
-                os.unlink(os.path.join(out_dir, name))
-        for k, (i, s) in enumerate(zip(order, schemas, strict=True)):
+        old = [
+            os.path.join(out_dir, n)
+            for n in records.load(out_dir)["files"]
+            if records.written_here(os.path.join(out_dir, n))
+        ]
+        new = [os.path.join(out_dir, f"part-{k:05d}.parquet") for k in range(max(1, len(order)))]
+        records.note_pending(new)  # a run killed from here on leaves only its own files
+        for i, s, dst in zip(order, schemas, new, strict=False):
             src = self.part_path(i)
-            dst = os.path.join(out_dir, f"part-{k:05d}.parquet")
             same = s.remove_metadata().equals(schema.remove_metadata())
             if same and _has_meta(s, _meta(schema)):
                 os.replace(src, dst)  # already as it must be: keep as is
             else:  # another type for some column, or other metadata
-                tmp = dst + ".tmp"
+                fd, tmp = atomic_path(dst)
+                os.close(fd)
                 pq.write_table(conform(pq.read_table(src), schema), tmp)
                 os.replace(tmp, dst)
         if not order:
-            pq.write_table(schema.empty_table(), os.path.join(out_dir, "part-00000.parquet"))
-        self.merge_rejected(order, rejected_path)
+            pq.write_table(schema.empty_table(), new[0])
+        stale = [p for p in old if p not in new]
+        for path in stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        records.forget(stale)
+        records.note_written(new)
+        self.merge_rejected(everything, rejected_path)
         self.remove()
 
     def merge_rejected(self, order: list[int], rejected_path: str) -> None:
-        """Concatenate the parts' rejected rows (in chunk order) into one file, atomically."""
+        """Concatenate the parts' rejected rows (in chunk order) into one file, atomically
+        (none: an earlier run's file for this output is stale and goes)."""
         paths = [
             self.rejected_part_path(i) for i in order if os.path.exists(self.rejected_part_path(i))
         ]
         if not paths:
+            records.remove_own(rejected_path)
             return
         fd, tmp = atomic_path(rejected_path)
-        with os.fdopen(fd, "wb") as out:
-            for p in paths:
-                with open(p, "rb") as fh:
-                    shutil.copyfileobj(fh, out)
-        os.replace(tmp, rejected_path)
+        try:
+            if is_json_document(rejected_path):
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    rows = RowsWriter(out, rejected_path)
+                    for p in paths:
+                        with open(p, encoding="utf-8") as fh:
+                            rows.write(json.loads(line) for line in fh)
+                    rows.close()
+            else:
+                with os.fdopen(fd, "wb") as out:
+                    for p in paths:
+                        with open(p, "rb") as fh:
+                            shutil.copyfileobj(fh, out)
+            os.replace(tmp, rejected_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        records.note_written([rejected_path])
 
     # ------------------------------------------------------------ manifest
 

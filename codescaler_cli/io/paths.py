@@ -1,5 +1,6 @@
 """Checks on where a run writes, all made before any work: no output may be an input or
-another output, and every output's directory must exist and be writable."""
+another output, every output's directory must exist and be writable, and an ``-o DIR/``
+directory may hold only what codescaler wrote there (io/records.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from collections.abc import Mapping
 
 from ..errors import OutputError, UsageError
+from . import records
 from .inputs import InputSpec
 
 
@@ -28,7 +30,7 @@ def run_outputs(output: str, rejected: str | None = None) -> list[str]:
 
 def check_paths(specs: list[InputSpec], outputs: Mapping[str, str | None]) -> None:
     """``outputs``: each output's flag and path (None or ``-``: nothing to check)."""
-    inputs = {os.path.realpath(s.path): s.path for s in specs if s.is_file}
+    inputs = {os.path.realpath(s.path): s.path for s in specs if s.is_file or s.kind == "stream"}
     seen: dict[str, str] = {}
     for flag, path in outputs.items():
         if not path or path == "-":
@@ -54,6 +56,8 @@ def check_paths(specs: list[InputSpec], outputs: Mapping[str, str | None]) -> No
         if real in seen:
             raise UsageError(f"{flag} {path} and {seen[real]} are the same file")
         seen[real] = f"{flag} {path}"
+        if directory is not None and os.path.isdir(target):
+            _check_own_directory(path, target)
 
 
 def _check_writable(flag: str, shown: str, path: str, *, is_dir: bool) -> None:
@@ -69,3 +73,17 @@ def _check_writable(flag: str, shown: str, path: str, *, is_dir: bool) -> None:
         raise OutputError(f"{flag} {shown}: is a directory")
     elif os.path.exists(path) and not os.access(path, os.W_OK):
         raise OutputError(f"{flag} {shown}: exists and is not writable")
+
+
+def _check_own_directory(shown: str, directory: str) -> None:
+    """``-o DIR/`` replaces the parts an earlier run wrote there, so DIR may hold nothing
+    else: codescaler never deletes or mixes in files it did not write."""
+    foreign = records.foreign_entries(directory)
+    if foreign:
+        names = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise OutputError(
+            f"-o {shown}: {directory} holds files codescaler did not write ({names}); "
+            "choose a new or empty directory"
+        )

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ..errors import InputError
+from ..errors import InputError, describe_error
+from . import formats
 from .inputs import InputSpec
 from .jsonl import BadRow, document_rows, jsonl_rows, layout
 
@@ -43,12 +44,8 @@ def iter_chunks(
     """Yield chunks across all inputs; chunk boundaries depend only on the data and size."""
     index = 0
     for spec in specs:
-        if spec.kind == "jsonl":
-            it = _jsonl_file_chunks(spec.path, chunk_size)
-        elif spec.kind == "stdin":
-            it = _jsonl_chunks(
-                stdin if stdin is not None else sys.stdin.buffer, "<stdin>", chunk_size
-            )
+        if spec.is_json:
+            it = _json_chunks(spec, chunk_size, stdin)
         elif spec.kind == "parquet":
             it = _parquet_chunks(spec.path, chunk_size)
         else:
@@ -58,27 +55,43 @@ def iter_chunks(
             index += 1
 
 
-def _jsonl_file_chunks(path: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, generator scope
-    except OSError as exc:
-        raise InputError(f"{path}: cannot open ({exc.strerror or exc})") from None
-    with fh:
-        yield from _jsonl_chunks(fh, path, chunk_size)
+def _json_chunks(
+    spec: InputSpec, chunk_size: int, stdin: IO[bytes] | None
+) -> Iterator[tuple[list, list, list]]:
+    """A JSON input (file, pipe or stdin), read once front to back through its codec."""
+    with contextlib.ExitStack() as stack:
+        if spec.kind == "stdin":
+            fh = stdin if stdin is not None else sys.stdin.buffer
+        else:
+            try:
+                fh = stack.enter_context(open(spec.path, "rb"))
+            except OSError as exc:
+                raise InputError(f"{spec.path}: cannot open ({exc.strerror or exc})") from None
+        fh = stack.enter_context(formats.peekable(fh))
+        formats.check_magic(fh, spec.name, spec.compression)
+        data = stack.enter_context(formats.decompressed(fh, spec.name, spec.compression))
+        yield from _jsonl_chunks(data, spec.name, chunk_size, spec.lines_only)
 
 
-def _jsonl_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
-    kind, head = layout(fh)
-    if kind is None:
-        raise InputError(f"{name}: input is empty (no JSON lines)")
-    if kind == "lines":
-        rows = jsonl_rows(itertools.chain(head.splitlines(keepends=True), fh), name)
+def _jsonl_chunks(
+    fh: IO[bytes], name: str, chunk_size: int, lines_only: bool = False
+) -> Iterator[tuple[list, list, list]]:
+    """``lines_only`` (``.jsonl``): every line is a row, whatever the first one holds;
+    else the layout is told from the first line."""
+    if lines_only:
+        rows = first_row_hinted(jsonl_rows(fh, name))
     else:
-        rows = iter(document_rows(head + fh.read(), name, kind))
+        kind, head = layout(fh)
+        if kind is None:
+            raise InputError(f"{name}: input is empty (no JSON lines)")
+        if kind == "lines":
+            rows = jsonl_rows(itertools.chain(head.splitlines(keepends=True), fh), name)
+        else:
+            rows = document_rows(head, fh, name, kind)
     records: list[dict] = []
     locations: list[str] = []
     bad: list[BadRow] = []
-    n = 0
+    n = total = 0
     for loc, row in rows:
         if isinstance(row, BadRow):
             bad.append(row)
@@ -86,11 +99,32 @@ def _jsonl_chunks(fh: IO[bytes], name: str, chunk_size: int) -> Iterator[tuple[l
             records.append(row)
             locations.append(loc)
         n += 1
+        total += 1
         if n >= chunk_size:
             yield records, locations, bad
             records, locations, bad, n = [], [], [], 0
     if n:
         yield records, locations, bad
+    if not total:
+        raise InputError(f"{name}: input is empty (no JSON lines)")
+
+
+def first_row_hinted(
+    rows: Iterator[tuple[str, dict | BadRow]],
+) -> Iterator[tuple[str, dict | BadRow]]:
+    """A JSON Lines file whose first line is not a row may be a JSON document misnamed:
+    its first bad row says so (the rows are read as lines all the same)."""
+    first = next(rows, None)
+    if first is None:
+        return
+    loc, row = first
+    if isinstance(row, BadRow) and (
+        isinstance(row.raw, list) or str(row.raw).strip(" \t\ufeff") in ("{", "[")
+    ):
+        hint = "; a .jsonl file holds one JSON object per line (a JSON document goes in .json)"
+        row = BadRow(row.location, row.reason + hint, row.raw)
+    yield loc, row
+    yield from rows
 
 
 def _parquet_chunks(path: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
@@ -122,7 +156,7 @@ def parquet_errors(path: str, where: str = "") -> Iterator[None]:
         raise
     except Exception as exc:
         raise InputError(
-            f"{path}: not a readable Parquet file{where} ({_first_line(exc)})"
+            f"{path}: not a readable Parquet file{where} ({describe_error(exc)})"
         ) from None
 
 
@@ -148,7 +182,7 @@ def _hf_chunks(spec: InputSpec, chunk_size: int) -> Iterator[tuple[list, list, l
         if os.environ.get("HF_HUB_OFFLINE") == "1":
             hint = " (HF_HUB_OFFLINE=1: only datasets already in the local cache can be read)"
         raise InputError(
-            f"dataset {name}: cannot load split {spec.split!r}: {_first_line(exc)}{hint}"
+            f"dataset {name}: cannot load split {spec.split!r}: {describe_error(exc)}{hint}"
         ) from None
     if len(ds) == 0:
         raise InputError(f"dataset {name}: split {spec.split!r} is empty")
@@ -171,21 +205,12 @@ def count_rows(specs: list[InputSpec]) -> int | None:
                 total += pq.ParquetFile(spec.path).metadata.num_rows
             except Exception:
                 return None
-        elif spec.kind == "jsonl":
+        elif spec.kind == "jsonl" and spec.compression is None:
             with open(spec.path, "rb") as fh:
-                if layout(fh)[0] != "lines":
+                if not spec.lines_only and layout(fh)[0] != "lines":
                     return None
                 fh.seek(0)
-                n = 0
-                for line in fh:
-                    if line.strip():
-                        n += 1
-                total += n
+                total += sum(1 for line in fh if line.strip())
         else:
             return None
     return total
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

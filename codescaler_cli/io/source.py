@@ -3,29 +3,31 @@
 Chunk boundaries depend only on the data and ``--chunk-size``, so every engine cuts the
 same chunks, numbers them the same way and resumes the same finished chunks. A JSON Lines
 or Parquet file can be cut into ranges without reading its rows (the Ray engine's readers
-then read each range on the cluster); stdin, a ``.json`` array and Hugging Face datasets
-are read here, chunk by chunk.
+then read each range on the cluster); stdin, pipes, compressed files, a ``.json`` array
+and Hugging Face datasets are read here, chunk by chunk.
 """
 
 from __future__ import annotations
 
 import io
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
 from ..errors import InputError
 from ..fields import FIELDS_PROBE_ROWS, record_columns
+from . import formats
 from .inputs import InputSpec
 from .jsonl import BadRow, jsonl_rows, layout
-from .readers import Chunk, iter_chunks, parquet_errors
+from .readers import Chunk, first_row_hinted, iter_chunks, parquet_errors
 
 
 @dataclass(frozen=True)
 class Piece:
     """Where one chunk's rows lie in a file: a byte range of lines, or a range of rows."""
 
-    kind: str  # "jsonl" or "parquet"
+    kind: str  # "jsonl", "parquet", or "spool" (a chunk the driver read, pickled: ray/spool.py)
     path: str
     start: int
     stop: int
@@ -48,9 +50,12 @@ class ChunkRef:
 
     def columns(self, limit: int = FIELDS_PROBE_ROWS) -> list[str] | None:
         """The columns of this chunk's first ``limit`` readable rows (None: it has none)."""
+        piece = self.piece
+        if piece is not None and piece.kind == "spool":
+            chunk = read_piece(piece)
+            return record_columns(chunk.records, limit) if chunk.records else None
         if self.chunk is not None:
             return record_columns(self.chunk.records, limit) if self.chunk.records else None
-        piece = self.piece
         assert piece is not None
         if piece.kind == "parquet":
             import pyarrow.parquet as pq
@@ -107,18 +112,22 @@ def _plan_pieces(spec: InputSpec, chunk_size: int) -> list[Piece] | None:
             Piece("parquet", spec.path, start, min(rows, start + chunk_size))
             for start in range(0, rows, chunk_size)
         ]
-    if spec.kind != "jsonl":
-        return None
+    if spec.kind != "jsonl" or spec.compression is not None:
+        return None  # stdin, pipes, datasets, compressed files: read here, front to back
     try:
-        with open(spec.path, "rb") as fh:
-            kind = layout(fh)[0]
+        with open(spec.path, "rb") as fh, formats.peekable(fh) as peek:
+            formats.check_magic(peek, spec.name, None)
+            kind = "lines" if spec.lines_only else layout(peek)[0]
     except OSError:
         kind = None
-    if kind is None:
-        _reader_error(spec)
     if kind != "lines":
-        return None  # one JSON array, or objects over several lines: read whole
-    return _jsonl_pieces(spec.path, chunk_size)
+        if kind is None:
+            _reader_error(spec)
+        return None  # one JSON array, or objects over several lines: read here
+    pieces = _jsonl_pieces(spec.path, chunk_size)
+    if not pieces:
+        _reader_error(spec)
+    return pieces
 
 
 def _jsonl_pieces(path: str, chunk_size: int) -> list[Piece]:
@@ -157,6 +166,10 @@ def _limited_lines(fh: IO[bytes], size: int) -> Iterator[bytes]:
 
 def read_piece(piece: Piece) -> Chunk:
     """The rows of one range, with the streaming readers' locations and messages."""
+    if piece.kind == "spool":
+        with open(piece.path, "rb") as fh:
+            fh.seek(piece.start)
+            return pickle.loads(fh.read(piece.stop - piece.start))  # written by this run
     if piece.kind == "jsonl":
         try:
             with open(piece.path, "rb") as fh:
@@ -165,7 +178,10 @@ def read_piece(piece: Piece) -> Chunk:
         except OSError as exc:
             raise InputError(f"{piece.path}: cannot open ({exc.strerror or exc})") from None
         chunk = Chunk(0, [], [])
-        for loc, row in jsonl_rows(io.BytesIO(data), piece.path, piece.first_line):
+        rows = jsonl_rows(io.BytesIO(data), piece.path, piece.first_line)
+        if piece.start == 0 and formats.lines_only(piece.path):
+            rows = first_row_hinted(rows)  # as the streaming reader says it
+        for loc, row in rows:
             if isinstance(row, BadRow):
                 chunk.bad.append(row)
             else:

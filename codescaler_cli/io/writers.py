@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..config import output_format
 from ..tables import decoded_rows, json_columns, json_default
+from . import records
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -25,6 +26,36 @@ def write_jsonl_rows(fh: IO[str], rows: Iterable[dict[str, Any]]) -> None:
     for row in rows:
         fh.write(dumps_row(row))
         fh.write("\n")
+
+
+def is_json_document(path: str) -> bool:
+    """A ``.json`` output is one JSON document (an array of row objects); ``.jsonl`` and
+    ``.ndjson`` are JSON Lines."""
+    return path != "-" and path.lower().endswith(".json")
+
+
+class RowsWriter:
+    """Rows to a text file as ``path`` names it: JSON Lines, or for ``.json`` one JSON array
+    (a row a line, so it stays greppable). Streams: nothing is held but the current row."""
+
+    def __init__(self, fh: IO[str], path: str) -> None:
+        self.fh = fh
+        self.document = is_json_document(path)
+        self.rows = 0
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        if not self.document:
+            write_jsonl_rows(self.fh, rows)
+            return
+        for row in rows:
+            self.fh.write("[\n" if not self.rows else ",\n")
+            self.fh.write(dumps_row(row))
+            self.rows += 1
+
+    def close(self) -> None:
+        """End the document (the file itself is the caller's to close)."""
+        if self.document:
+            self.fh.write("\n]\n" if self.rows else "[]\n")
 
 
 def table_rows(table: pa.Table) -> Any:
@@ -65,7 +96,8 @@ def remove_stale_temporaries(path: str) -> None:
 
 
 def write_table_atomic(table: Any, path: str, metadata: dict[str, str] | None = None) -> None:
-    """Write a Parquet or JSONL file at ``path`` so it appears complete or not at all."""
+    """Write a Parquet, JSON Lines or ``.json`` file at ``path`` so it appears complete or
+    not at all, and record it as codescaler's (io/records.py)."""
     import pyarrow.parquet as pq
 
     fd, tmp = atomic_path(path)
@@ -77,12 +109,15 @@ def write_table_atomic(table: Any, path: str, metadata: dict[str, str] | None = 
             pq.write_table(table, tmp)
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                write_jsonl_rows(fh, table_rows(table))
+                writer = RowsWriter(fh, path)
+                writer.write(table_rows(table))
+                writer.close()
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    records.note_written([path])
 
 
 def write_json(path: str | None, data: dict[str, Any]) -> None:
@@ -94,6 +129,7 @@ def write_json(path: str | None, data: dict[str, Any]) -> None:
         json.dump(data, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")
     os.replace(tmp, path)
+    records.note_written([path])
 
 
 class StdoutWriter:
@@ -107,12 +143,7 @@ class StdoutWriter:
         self.next = 0
         self.rejected_fh: IO[str] | None = None
         self.rejected_tmp: str | None = None
-
-    def skip(self, index: int) -> None:
-        """A chunk that writes nothing here (finished by an earlier run)."""
-        import pyarrow as pa
-
-        self.add(index, pa.table({}), [])
+        self.rejected_rows: RowsWriter | None = None
 
     def add(self, index: int, table: pa.Table, rejected: list[dict[str, Any]]) -> None:
         self.pending[index] = (table, rejected)
@@ -125,14 +156,19 @@ class StdoutWriter:
                 if self.rejected_fh is None:
                     fd, self.rejected_tmp = atomic_path(self.rejected_path)
                     self.rejected_fh = os.fdopen(fd, "w", encoding="utf-8")
-                write_jsonl_rows(self.rejected_fh, rejected)
+                    self.rejected_rows = RowsWriter(self.rejected_fh, self.rejected_path)
+                self.rejected_rows.write(rejected)  # type: ignore[union-attr]
             self.next += 1
 
     def finish(self) -> None:
-        if self.rejected_fh is not None:
-            self.rejected_fh.close()
-            self.rejected_fh = None
-            os.replace(self.rejected_tmp, self.rejected_path)  # type: ignore[arg-type]
+        if self.rejected_fh is None:  # none this time: an earlier run's file is stale
+            records.remove_own(self.rejected_path)
+            return
+        self.rejected_rows.close()  # type: ignore[union-attr]
+        self.rejected_fh.close()
+        self.rejected_fh = None
+        os.replace(self.rejected_tmp, self.rejected_path)  # type: ignore[arg-type]
+        records.note_written([self.rejected_path])
 
     def close(self) -> None:
         if self.rejected_fh is not None:

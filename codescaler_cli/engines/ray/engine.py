@@ -3,7 +3,8 @@
 Dataflow (``--engine ray``)::
 
     driver (the loop): inputs checked, fields detected, JSON Lines / Parquet files cut
-            into the loop's chunks as byte and row ranges (others read on the driver)
+            into the loop's chunks as byte and row ranges (others read on the driver, a
+            chunk at a time, and spooled to a file on its node: spool.py)
       -> Ray Data read tasks, on the driver's node: each range parsed by the same readers
       -> ``map_batches(ScorerActor)``, one actor per GPU: the model loaded once, then the
          same stages as the local engine per chunk
@@ -27,6 +28,7 @@ import itertools
 import json
 import os
 import pickle
+import tempfile
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -49,6 +51,7 @@ from .actor import (
     unpack_error,
 )
 from .session import Resources, Session, import_ray, ray_session, resolve_resources
+from .spool import spooled
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -63,14 +66,19 @@ class RayEngine:
         self.ray_options.validate()
         self.ray = import_ray()
         self._session: Session | None = None
+        self._spool_dir = ""
         self._res: Resources | None = None
         self._meta: dict[str, str] | None = None
         self._forward_calls = 0
 
     @contextlib.contextmanager
     def session(self, progress: Progress) -> Iterator[None]:
-        with ray_session(self.ray, self.ray_options) as session:
+        with (
+            ray_session(self.ray, self.ray_options) as session,
+            tempfile.TemporaryDirectory(prefix="codescaler-ray-") as spool_dir,
+        ):
             self._session = session
+            self._spool_dir = spool_dir
             self._res = resolve_resources(
                 self.ray, self.ray_options, self.opts, session.started_local
             )
@@ -89,7 +97,9 @@ class RayEngine:
     def score(self, work: Iterator[Work], progress: Progress) -> Iterator[ChunkResult]:
         assert self._session is not None and self._res is not None
         res = self._res
-        todo = list(work)
+        # Chunks the driver reads (stdin, pipes, JSON documents, datasets) are spooled to
+        # disk as they come: the list holds ranges, never rows.
+        todo = list(spooled(work, self._spool_dir))
         if not todo:
             return
         shards = max(1, res.num_workers // len(todo))
@@ -129,7 +139,7 @@ class RayEngine:
         session, res = self._session, self._res
         assert session is not None and res is not None
         if all(t["work"].ref.chunk is not None for t in tasks):
-            # Read on the driver already (stdin, JSON arrays, datasets, shards): no tasks.
+            # Shards of a small input, read on the driver already (_tasks): no read tasks.
             ds = rd.from_arrow(
                 [pa.Table.from_pylist([read_row(t)], schema=read_schema()) for t in tasks]
             )
