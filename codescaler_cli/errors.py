@@ -40,3 +40,13 @@ class BadRowError(InputError):
         super().__init__(f"{location}: {reason}")
         self.location = location
         self.reason = reason
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """One line for any exception: our own errors by their message (already written for
+    users), others as ``Type: first line of the message`` (the type alone when it has none)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if not isinstance(exc, CodescalerError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:limit]

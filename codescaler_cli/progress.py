@@ -14,7 +14,10 @@ class Progress:
         pass
 
     def stage(self, text: str) -> None:
-        """A step before candidates are scored (e.g. loading the model)."""
+        """A step before candidates are scored (e.g. loading the model) begins."""
+
+    def stage_done(self) -> None:
+        """The step begun by :meth:`stage` ended (a display stops its clock there)."""
 
     def advance(self, rows: int, tokens: int = 0) -> None:
         pass

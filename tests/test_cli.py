@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -13,13 +14,14 @@ from typer.testing import CliRunner
 
 from codescaler_cli import __version__
 from codescaler_cli.cli import app
+from codescaler_cli.exactness import FLOAT32
 from codescaler_cli.extract import extract_code
-from support.reference import model_card_scores
+from support.reference import assert_exact, model_card_scores
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "candidates.jsonl"
-TOL = 1e-5
+TOL = FLOAT32  # absolute here: stricter than the guarantee's relative form
 
 
 def _rows(path: Path = SAMPLE) -> list[dict]:
@@ -51,7 +53,7 @@ def test_scores_equal_model_card_reference(scored, tiny_model_dir):
     ref = model_card_scores(str(tiny_model_dir), pairs=pairs, batch=False, max_length=4096)
     got = [r["score"] for r in rows if r["code"]]
     assert len(got) == len(ref) > 10
-    assert max(abs(a - b) for a, b in zip(got, ref, strict=True)) <= TOL
+    assert_exact(got, ref)
 
 
 def test_order_columns_types_and_shaping(scored):
@@ -323,3 +325,204 @@ def test_make_test_model_then_score_offline(tmp_path):
     assert table.num_rows == 17 and table.column("score").null_count < 17
     bad = runner.invoke(app, ["make-test-model", str(tmp_path / "x"), "--hidden-size", "6"])
     assert bad.exit_code == 2 and "--hidden-size" in bad.stderr
+
+
+# ---------------------------------------------------------------- defaults, choices, help
+
+OPTION_SOURCES = [
+    *sorted((REPO / "codescaler_cli" / "cli").glob("*.py")),
+    REPO / "codescaler_cli" / "api.py",
+]
+# rerank's own options have no option class yet: their defaults are compared with the task's.
+RERANK_OWN = ("top_k", "by")
+
+
+def _option_fields() -> set[str]:
+    from dataclasses import fields
+
+    from codescaler_cli import config
+
+    classes = (
+        config.ModelOptions,
+        config.ScoringOptions,
+        config.RowOptions,
+        config.RunOptions,
+        config.RayOptions,
+        config.ServeOptions,
+    )
+    return {f.name for cls in classes for f in fields(cls)}
+
+
+def _option_aliases() -> set[str]:
+    """Names of the shared option declarations (``Quiet = Annotated[bool, option(...)]``)."""
+    from typing import Annotated, get_origin
+
+    from codescaler_cli.cli import gate, options
+
+    return {
+        name
+        for module in (options, gate)
+        for name, value in vars(module).items()
+        if get_origin(value) is Annotated
+    }
+
+
+def test_no_option_default_is_written_twice():
+    """A default is read from its option class (default_of, or the class's attribute), never
+    written again as a literal: not for a command-line option (a number or a string; True or
+    False only for a command's own flag, like --quiet), nor for any parameter of a command
+    or the Python API named like a field of an option class."""
+    import ast
+
+    fields, aliases = _option_fields(), _option_aliases()
+
+    def is_option(arg: ast.arg) -> bool:
+        ann = arg.annotation
+        if isinstance(ann, ast.Subscript) and getattr(ann.value, "id", "") == "Annotated":
+            return True
+        return isinstance(ann, ast.Name) and ann.id in aliases
+
+    written = []
+    for path in OPTION_SOURCES:
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            a = fn.args
+            positional = a.posonlyargs + a.args
+            pairs = [*zip(positional[len(positional) - len(a.defaults) :], a.defaults, strict=True)]
+            pairs += [(arg, d) for arg, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d]
+            for arg, default in pairs:
+                if not isinstance(default, ast.Constant) or default.value is None:
+                    continue
+                if arg.arg in RERANK_OWN or not (arg.arg in fields or is_option(arg)):
+                    continue
+                if isinstance(default.value, bool) and arg.arg not in fields:
+                    continue
+                written.append(f"{path.name}:{default.lineno} {arg.arg}={default.value!r}")
+    assert not written, written
+    assert {"Quiet", "MaxLength", "Extract"} <= aliases  # the scan sees the declarations
+
+
+def test_rerank_defaults_are_the_tasks():
+    import inspect
+
+    from codescaler_cli.api import rerank as api_rerank
+    from codescaler_cli.cli.rerank import rerank as cli_rerank
+    from codescaler_cli.tasks.rerank import run_rerank
+
+    for name in RERANK_OWN:
+        task = inspect.signature(run_rerank).parameters[name].default
+        assert inspect.signature(api_rerank).parameters[name].default == task, name
+        assert inspect.signature(cli_rerank).parameters[name].default == task, name
+
+
+def test_every_option_group_with_no_options_builds_the_class_defaults(monkeypatch):
+    """What each command gets with no options at all is what the library's classes give."""
+    import inspect
+
+    from codescaler_cli.cli import groups
+    from codescaler_cli.cli.serve import server_options
+    from codescaler_cli.config import (
+        RayOptions,
+        RowOptions,
+        RunOptions,
+        ScoringOptions,
+        ServeOptions,
+    )
+    from codescaler_cli.io.inputs import resolve_inputs
+
+    monkeypatch.setenv("CODESCALER_MODEL", "./my-model")
+    from codescaler_cli.config import ModelOptions
+
+    assert groups.model_options() == ModelOptions()
+    assert groups.scoring_options() == ScoringOptions()
+    for group in (groups.row_options, groups.reward_row_options, groups.pair_row_options):
+        assert group() == RowOptions()
+    assert groups.extract_row_options() == RowOptions(score=False)
+    assert groups.robustness().run_options("o.jsonl", RowOptions()) == RunOptions("o.jsonl")
+    assert groups.engine_options().ray == RayOptions()
+    assert server_options() == ServeOptions()
+    split = inspect.signature(resolve_inputs).parameters["split"].default
+    assert groups.sources().split == split
+
+
+def test_model_options_honour_codescaler_model_like_the_cli(monkeypatch):
+    from codescaler_cli.config import DEFAULT_MODEL, ModelOptions, RowOptions, RunOptions
+
+    monkeypatch.delenv("CODESCALER_MODEL", raising=False)
+    assert ModelOptions().model == DEFAULT_MODEL
+    monkeypatch.setenv("CODESCALER_MODEL", "./my-model")
+    assert ModelOptions().model == "./my-model"
+    assert RunOptions("o.jsonl", RowOptions()).model.model == "./my-model"
+    assert ModelOptions(model="other").model == "other"
+
+
+def test_every_choice_option_shows_all_its_values_in_help():
+    """From the Enum: in the help text (options.choices) or in Typer's own metavar."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+    seen = 0
+    for name, command in root.commands.items():
+        for param in command.params:
+            desc = getattr(param, "type_descriptor", None)
+            if desc is None or not desc.is_choice:
+                continue
+            seen += 1
+            values = [str(c.value) for c in desc.choices]
+            if param.metavar is not None:  # a short metavar: the help lists the values
+                missing = [v for v in values if v not in (param.help or "")]
+                assert not missing, (name, param.name, missing, param.help)
+    assert seen >= 10
+
+
+def test_choices_lists_every_value_in_order_with_meanings():
+    from codescaler_cli.cli.options import choices
+    from codescaler_cli.config import Dtype, EngineKind
+
+    assert choices(EngineKind) == "local or ray"
+    assert choices(Dtype, auto="x") == "auto (x), float32, bfloat16 or float16"
+    with pytest.raises(ValueError, match="no value bogus"):
+        choices(Dtype, bogus="x")
+
+
+def test_bare_codescaler_prints_help_without_an_error_line():
+    result = runner.invoke(app, [], prog_name="codescaler")
+    assert result.exit_code == 0
+    assert "Usage: codescaler" in result.stdout and "score" in result.stdout
+    assert result.stderr == ""
+
+
+def test_help_at_80_columns_fills_its_lines_and_leaves_no_word_alone():
+    """Prose paragraphs are reflowed (not cut at the docstring's line breaks) on every page;
+    the serve and make-test-model pages leave no single word on a line anywhere."""
+    import re
+
+    sys.path.insert(0, str(REPO / "docs"))
+    import gen_cli
+
+    commands = ["", *gen_cli.COMMANDS]
+    for name, text in zip(commands, gen_cli.help_texts(commands, width=80), strict=True):
+        lines = text.splitlines()
+        prose = [ln.strip() for ln in lines if not ln.startswith(("│", "╭", "╰"))]
+        for line, after in itertools.pairwise(prose):
+            if line and after and not line.startswith("Usage:"):
+                # the next line's first word did not fit on this one
+                assert len(line) + 1 + len(after.split()[0]) > 78, (name, line, after)
+        if name not in ("serve", "make-test-model"):
+            continue
+        for line in lines:
+            cells = re.split(r"\s{2,}", line.strip().strip("│╭╮╰╯─").strip())
+            lone = len(cells) == 1 and " " not in cells[0] and cells[0]
+            if lone and line.startswith(("│" + " " * 8, " ")) and not cells[0].startswith("["):
+                raise AssertionError((name, line))
+
+
+def test_describe_error_gives_one_line():
+    from codescaler_cli.errors import InputError, describe_error
+
+    assert describe_error(InputError("a.jsonl line 3: bad")) == "a.jsonl line 3: bad"
+    assert describe_error(ValueError("first\nsecond")) == "ValueError: first"
+    assert describe_error(KeyError()) == "KeyError"
+    assert describe_error(OSError("  \n")) == "OSError"
+    assert len(describe_error(RuntimeError("x" * 1000))) == 300

@@ -8,6 +8,7 @@ exit code; ``CODESCALER_DEBUG=1`` shows tracebacks.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -22,11 +23,18 @@ except ImportError:  # pragma: no cover - a Typer that uses click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from .._version import __version__
-from ..errors import CodescalerError
+from ..errors import CodescalerError, describe_error
 
 
 class _NoFlagType:
-    """--help takes no value: show none (Typer would print <bool>)."""
+    """--help takes no value: show none (Typer would print <bool>). A help text's paragraphs
+    are reflowed to the terminal (Typer keeps the docstring's line breaks, which leaves single
+    words on a line in a narrower terminal)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        if self.help:  # type: ignore[attr-defined]
+            self.help = reflow(self.help)  # type: ignore[attr-defined]
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)  # type: ignore[misc]
@@ -47,6 +55,8 @@ class Group(_NoFlagType, typer.core.TyperGroup):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_exceptions.NoArgsIsHelpError:
+            sys.exit(0)  # bare `codescaler`: the help was asked for, and printed
         except click_exceptions.ClickException as exc:
             hint = ""
             ctx = getattr(exc, "ctx", None)
@@ -71,6 +81,12 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reflow(text: str) -> str:
+    """Join the lines of each paragraph, so the help renderer wraps them to the terminal."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(p.split("\n")) for p in paragraphs)
 
 
 def _err(message: str) -> None:
@@ -103,10 +119,7 @@ def handle_errors(func: F) -> F:
         except Exception as exc:
             if debug:
                 raise
-            text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
-            _err(
-                f"unexpected {type(exc).__name__}: {text} (set CODESCALER_DEBUG=1 for a traceback)"
-            )
+            _err(f"unexpected {describe_error(exc)} (set CODESCALER_DEBUG=1 for a traceback)")
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -135,7 +148,7 @@ def _root(
 
 
 # Commands live in one module each; this module only wires them.
-from . import eval_pairs, extract, make_test_model, rerank, score, serve  # noqa: E402
+from . import cache, eval_pairs, extract, make_test_model, rerank, score, serve  # noqa: E402
 
 app.command("score", cls=Command)(handle_errors(score.score))
 app.command("extract", cls=Command)(handle_errors(extract.extract))
@@ -143,6 +156,7 @@ app.command("rerank", cls=Command)(handle_errors(rerank.rerank))
 app.command("eval-pairs", cls=Command)(handle_errors(eval_pairs.eval_pairs))
 app.command("serve", cls=Command)(handle_errors(serve.serve))
 app.command("make-test-model", cls=Command)(handle_errors(make_test_model.make_test_model))
+cache.register(app, Command, Group, handle_errors)
 
 
 def main() -> None:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     ProgressColumn,
     SpinnerColumn,
     Task,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.progress import Progress as RichBar
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from ..progress import Progress, RunSummary
@@ -26,17 +22,104 @@ from ..progress import Progress, RunSummary
 stderr = Console(stderr=True, highlight=False)
 
 
+def compact(n: float) -> str:
+    """A count in about 6 characters: exact below 100,000 (``12,345``), else 3 significant
+    digits (``123k``, ``1.23M``), so the progress line fits 80 columns at any size."""
+    if abs(n) < 100_000:
+        return f"{n:,.0f}" if n >= 10 or n == int(n) else f"{n:.1f}"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            v = n / scale
+            digits = 0 if v >= 100 else 1 if v >= 10 else 2
+            return f"{v:.{digits}f}{unit}"
+    return f"{n:,.0f}"  # pragma: no cover - caught by the first branch
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}"
+
+
+def _fixed() -> Column:
+    # Text that never wraps: when the line is short of room, the bar gives it up instead.
+    return Column(no_wrap=True)
+
+
+class _Count(ProgressColumn):
+    """Candidates done, of how many when known."""
+
+    def __init__(self) -> None:
+        super().__init__(table_column=_fixed())
+
+    def render(self, task: Task) -> Text:
+        done = compact(task.completed)
+        text = done if task.total is None else f"{done}/{compact(task.total)}"
+        return Text(text, style="progress.download")
+
+
 class _Rates(ProgressColumn):
-    """candidates/s and tokens/s since the start of scoring."""
+    """candidates/s and tokens/s since the first candidate (loading the model left out)."""
+
+    def __init__(self) -> None:
+        super().__init__(table_column=_fixed())
 
     def render(self, task: Task) -> Text:
         elapsed = task.elapsed or 0.0
         if elapsed <= 0:
             return Text("")
         tokens = task.fields.get("tokens", 0)
-        return Text(
-            f"{task.completed / elapsed:,.1f} cand/s  {tokens / elapsed:,.0f} tok/s", style="cyan"
+        rates = f"{compact(task.completed / elapsed)} cand/s  {compact(tokens / elapsed)} tok/s"
+        return Text(rates, style="cyan")
+
+
+class _Time(ProgressColumn):
+    """Time left while it can be estimated; the time taken once done or when the total is
+    unknown (one clock, not two, so the line fits 80 columns)."""
+
+    def __init__(self) -> None:
+        super().__init__(table_column=_fixed())
+
+    def render(self, task: Task) -> Text:
+        if task.finished or task.total is None:
+            return Text(_clock(task.finished_time or task.elapsed), style="progress.elapsed")
+        return Text(_clock(task.time_remaining), style="progress.remaining")
+
+
+class _Bar(RichBar):
+    """Scoring rows with every column; a stage row (loading the model) with only a spinner,
+    its text and its time: a stage has nothing to count and no end to estimate."""
+
+    def __init__(self, *columns: ProgressColumn, **kwargs: Any) -> None:
+        # The text takes what the line leaves and is cut there (a model's path can be long).
+        text = Column(ratio=1, no_wrap=True, overflow="ellipsis")
+        self.stage_columns: tuple[ProgressColumn, ...] = (
+            SpinnerColumn(finished_text="[green]✓"),
+            TextColumn("{task.description}", markup=False, table_column=text),
+            _Time(),
         )
+        super().__init__(*columns, **kwargs)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        stages = [t for t in self.tasks if t.fields.get("stage")]
+        if stages:
+            table = self._table(self.stage_columns, stages, expand=True)
+            # As wide as its longest text needs (spinner, clock), at most the terminal.
+            longest = max(len(t.description) for t in stages)
+            table.width = min(longest + 12, self.console.width)
+            yield table
+        yield self._table(self.columns, [t for t in self.tasks if not t.fields.get("stage")])
+
+    def _table(self, columns: Sequence[Any], tasks: list[Task], expand: bool = False) -> Table:
+        table = Table.grid(
+            *(c.get_table_column().copy() for c in columns), padding=(0, 1), expand=expand
+        )
+        for task in tasks:
+            if task.visible:
+                table.add_row(*(column(task) for column in columns))
+        return table
 
 
 class RichProgress(Progress):
@@ -51,19 +134,17 @@ class RichProgress(Progress):
         self.stage_task: Any = None
         self.scoring = False
         self.tokens = 0
-        self.started = time.perf_counter()
 
     def start(self, total: int | None) -> None:
         if self.quiet or not self.console.is_terminal:
             return
-        self.bar = RichBar(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
+        self.bar = _Bar(
+            SpinnerColumn(finished_text="[green]✓"),
+            TextColumn("[bold]{task.description}", table_column=_fixed()),
+            BarColumn(bar_width=None, table_column=Column(max_width=40)),  # what is left
+            _Count(),
             _Rates(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            _Time(),
             console=self.console,
             transient=False,
         )
@@ -72,22 +153,24 @@ class RichProgress(Progress):
         self.task = self.bar.add_task(self.label, total=total, tokens=0, start=False)
 
     def stage(self, text: str) -> None:
-        """A step before scoring (loading the model): its own spinner line until scoring starts."""
+        """A step before scoring (loading the model): its own row until :meth:`stage_done`."""
         if self.bar is None:
             self.message(text)
             return
-        self._end_stage()
-        self.stage_task = self.bar.add_task(text, total=None)
+        self.stage_done()
+        self.stage_task = self.bar.add_task(text, total=None, stage=True)
 
-    def _end_stage(self) -> None:
+    def stage_done(self) -> None:
+        """The step ended: its row stays, with a check mark and the time it took."""
         if self.bar is not None and self.stage_task is not None:
-            self.bar.remove_task(self.stage_task)
+            self.bar.update(self.stage_task, total=1, completed=1)
+            self.bar.stop_task(self.stage_task)
             self.stage_task = None
 
     def advance(self, rows: int, tokens: int = 0) -> None:
         self.tokens += tokens
         if self.bar is not None:
-            self._end_stage()
+            self.stage_done()
             if not self.scoring:
                 self.scoring = True
                 self.bar.start_task(self.task)
@@ -103,6 +186,9 @@ class RichProgress(Progress):
 
     def stop(self) -> None:
         if self.bar is not None:
+            if self.stage_task is not None:  # the step failed: no check mark for it
+                self.bar.remove_task(self.stage_task)
+                self.stage_task = None
             self.bar.stop()
             self.bar = None
 
@@ -149,10 +235,6 @@ def print_summary(summary: RunSummary, title: str, console: Console | None = Non
         console.print(methods)
     if summary.rejected_path:
         console.print(f"rejected rows written to {summary.rejected_path}", markup=False)
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()
 
 
 def _pct(x: float | None) -> str:

@@ -1,6 +1,8 @@
 """Option groups: functions whose parameters are options and whose result is a typed object.
 
-A group's parameters are options declared in options.py, with defaults from config.py;
+A group's parameters are options declared in options.py, with defaults read by
+``default_of`` from the class the group builds (tests/test_cli.py checks none is written
+twice);
 :func:`uses` splices a group's options into a command's signature and hands the command
 the built object, so no command lists an option twice and none sees an untyped dict.
 Groups validate what they build, before any work.
@@ -56,6 +58,7 @@ from .options import (
     Split,
     Streams,
     TrustRemote,
+    default_of,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,7 +68,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Source:
     inputs: list[str]
     dataset: str | None
-    split: str
+    split: str | None  # None: not chosen (the Hub's train; a saved DatasetDict's only split)
 
     def specs(self, output: str, *also_written: str | None) -> list[Any]:
         """The inputs, never including what this run writes (``output``, its ``.partial/``,
@@ -81,47 +84,50 @@ class Source:
         return resolve_inputs(self.inputs, dataset=self.dataset, split=self.split, exclude=exclude)
 
 
-def sources(inputs: Inputs = None, dataset: Dataset = None, split: Split = "train") -> Source:
+def sources(inputs: Inputs = None, dataset: Dataset = None, split: Split = None) -> Source:
     return Source(inputs or [], dataset, split)
 
 
 def row_options(
-    question_field: QuestionField = None,
-    response_field: ResponseField = None,
-    extract: Extract = RowOptions.extract,
-    shaping: Shaping_ = RowOptions.shaping,
+    question_field: QuestionField = default_of(RowOptions, "question_field"),
+    response_field: ResponseField = default_of(RowOptions, "response_field"),
+    extract: Extract = default_of(RowOptions, "extract"),
+    shaping: Shaping_ = default_of(RowOptions, "shaping"),
 ) -> RowOptions:
     return RowOptions(question_field, response_field, extract, shaping)
 
 
 def reward_row_options(
-    extract: Extract = RowOptions.extract, shaping: Shaping_ = RowOptions.shaping
+    extract: Extract = default_of(RowOptions, "extract"),
+    shaping: Shaping_ = default_of(RowOptions, "shaping"),
 ) -> RowOptions:
     return RowOptions(extract=extract, shaping=shaping)
 
 
 def pair_row_options(
-    question_field: QuestionField = None, extract: Extract = RowOptions.extract
+    question_field: QuestionField = default_of(RowOptions, "question_field"),
+    extract: Extract = default_of(RowOptions, "extract"),
 ) -> RowOptions:
     return RowOptions(question_field=question_field, extract=extract)
 
 
 def extract_row_options(
-    question_field: QuestionField = None,
-    response_field: ResponseField = None,
-    extract: Extract = RowOptions.extract,
+    question_field: QuestionField = default_of(RowOptions, "question_field"),
+    response_field: ResponseField = default_of(RowOptions, "response_field"),
+    extract: Extract = default_of(RowOptions, "extract"),
 ) -> RowOptions:
     return RowOptions(question_field, response_field, extract, score=False)
 
 
 def model_options(
+    # None: read $CODESCALER_MODEL when the command runs, not when the CLI is imported.
     model: ModelName = None,
-    revision: Revision = None,
-    device: Device = ModelOptions.device,
-    dtype: Dtype_ = ModelOptions.dtype,
-    trust_remote_code: TrustRemote = False,
-    allow_pickle_weights: AllowPickle = False,
-    compile: Compile = False,
+    revision: Revision = default_of(ModelOptions, "revision"),
+    device: Device = default_of(ModelOptions, "device"),
+    dtype: Dtype_ = default_of(ModelOptions, "dtype"),
+    trust_remote_code: TrustRemote = default_of(ModelOptions, "trust_remote_code"),
+    allow_pickle_weights: AllowPickle = default_of(ModelOptions, "allow_pickle_weights"),
+    compile: Compile = default_of(ModelOptions, "compile"),
 ) -> ModelOptions:
     opts = ModelOptions(
         model=model or default_model(),
@@ -137,12 +143,12 @@ def model_options(
 
 
 def scoring_options(
-    max_length: MaxLength = ScoringOptions.max_length,
-    max_tokens_per_batch: MaxTokens = None,
-    streams: Streams = None,
-    max_batch_size: MaxBatch = None,
-    no_dedup: NoDedup = False,
-    no_prefix_reuse: NoPrefix = False,
+    max_length: MaxLength = default_of(ScoringOptions, "max_length"),
+    max_tokens_per_batch: MaxTokens = default_of(ScoringOptions, "max_tokens_per_batch"),
+    streams: Streams = default_of(ScoringOptions, "streams"),
+    max_batch_size: MaxBatch = default_of(ScoringOptions, "max_batch_size"),
+    no_dedup: NoDedup = not default_of(ScoringOptions, "dedup"),
+    no_prefix_reuse: NoPrefix = not default_of(ScoringOptions, "prefix_reuse"),
 ) -> ScoringOptions:
     opts = ScoringOptions(
         max_length=max_length,
@@ -185,10 +191,10 @@ class Robustness:
 
 
 def robustness(
-    chunk_size: ChunkSize = RunOptions.chunk_size,
-    resume: Resume = RunOptions.resume,
-    on_bad_row: OnBadRow_ = RunOptions.on_bad_row,
-    rejected: Rejected = None,
+    chunk_size: ChunkSize = default_of(RunOptions, "chunk_size"),
+    resume: Resume = default_of(RunOptions, "resume"),
+    on_bad_row: OnBadRow_ = default_of(RunOptions, "on_bad_row"),
+    rejected: Rejected = default_of(RunOptions, "rejected"),
 ) -> Robustness:
     if chunk_size < 1:
         raise UsageError(f"--chunk-size must be at least 1, got {chunk_size}")
@@ -210,10 +216,10 @@ class EngineChoice:
 
 
 def engine_options(
-    engine: Engine_ = EngineKind.local,
-    ray_address: RayAddress = None,
-    num_workers: NumWorkers = None,
-    gpus_per_worker: GpusPerWorker = None,
+    engine: Engine_ = EngineKind.local,  # the first choice: Ray is opt-in
+    ray_address: RayAddress = default_of(RayOptions, "address"),
+    num_workers: NumWorkers = default_of(RayOptions, "num_workers"),
+    gpus_per_worker: GpusPerWorker = default_of(RayOptions, "gpus_per_worker"),
 ) -> EngineChoice:
     ray = RayOptions(address=ray_address, num_workers=num_workers, gpus_per_worker=gpus_per_worker)
     if engine == EngineKind.local:

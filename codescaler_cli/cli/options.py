@@ -1,16 +1,29 @@
 """Every command-line option, declared once: its flags, help, panel and value type.
 
-Defaults come from config.py where the option is a field of a typed option class;
-groups.py builds those classes from these options.
+Defaults are never written here or in groups.py: :func:`default_of` reads them from the
+option classes of config.py (whose fields groups.py fills), and a choice option's values
+and help come from its Enum (:func:`choices`), so neither can drift from the library.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from enum import Enum
 from typing import Annotated, Any
 
 import typer
 
-from ..config import Dtype, EngineKind, ExtractMode, OnBadRow, ResumeMode, Shaping
+from ..config import (
+    DEFAULT_MODEL,
+    DEVICES_HELP,
+    Dtype,
+    EngineKind,
+    ExtractMode,
+    OnBadRow,
+    ResumeMode,
+    Shaping,
+)
 
 INPUT, OUTPUT, MODEL, SPEED, ROBUST, SCALE = (
     "Input",
@@ -31,7 +44,34 @@ def flag(*names: str, help: str, panel: str) -> Any:
     return typer.Option(*names, help=help, rich_help_panel=panel, metavar="")
 
 
+def default_of(owner: Any, name: str) -> Any:
+    """The default of field ``name`` of a dataclass (a ``default_factory``'s value), or of
+    parameter ``name`` of a function: the one place a CLI default is read from."""
+    if dataclasses.is_dataclass(owner):
+        found = {f.name: f for f in dataclasses.fields(owner)}[name]
+        if found.default_factory is not dataclasses.MISSING:
+            return found.default_factory()
+        default = found.default
+    else:
+        default = inspect.signature(owner).parameters[name].default
+    if default is dataclasses.MISSING or default is inspect.Parameter.empty:
+        raise ValueError(f"{getattr(owner, '__name__', owner)}.{name} has no default")
+    return default
+
+
+def choices(enum: type[Enum], **meaning: str) -> str:
+    """Every value of ``enum`` in order, for a help text, each with its meaning if given:
+    ``auto (bf16 on CUDA, fp32 elsewhere), float32, bfloat16 or float16``."""
+    unknown = set(meaning) - {m.name for m in enum}
+    if unknown:
+        raise ValueError(f"{enum.__name__} has no value {', '.join(sorted(unknown))}")
+    items = [f"{m.value} ({meaning[m.name]})" if m.name in meaning else m.value for m in enum]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
 # ---------------------------------------------------------------- options, once each
+
+PAPERS = "the paper's"
 
 Inputs = Annotated[
     list[str] | None,
@@ -57,9 +97,13 @@ Dataset = Annotated[
     option("--dataset", help="Hugging Face dataset name to read.", panel=INPUT, metavar="NAME"),
 ]
 Split = Annotated[
-    str,
+    str | None,
     option(
-        "--split", help="Dataset split for --dataset / hf:// inputs.", panel=INPUT, metavar="NAME"
+        "--split",
+        help="Dataset split: for --dataset / hf:// inputs (default: train), and needed for a "
+        "saved DatasetDict folder with several splits.",
+        panel=INPUT,
+        metavar="NAME",
     ),
 ]
 QuestionField = Annotated[
@@ -81,14 +125,21 @@ ResponseField = Annotated[
     ),
 ]
 Extract = Annotated[
-    ExtractMode, option("--extract", help="How code is taken from a response.", panel=INPUT)
+    ExtractMode,
+    option(
+        "--extract",
+        help=f"How code is taken from a response: {choices(ExtractMode)}.",
+        panel=INPUT,
+        metavar="MODE",
+    ),
 ]
 Shaping_ = Annotated[
     Shaping,
     option(
         "--shaping",
-        help="Reward for valid code: softplus (the paper's), sigmoid or raw.",
+        help=f"Reward for valid code: {choices(Shaping, softplus=PAPERS)}.",
         panel=OUTPUT,
+        metavar="NAME",
     ),
 ]
 Quiet = Annotated[bool, flag("--quiet", "-q", help="No progress bar or summary.", panel=OUTPUT)]
@@ -107,8 +158,7 @@ ModelName = Annotated[
     option(
         "--model",
         "-m",
-        help="Hub id or local directory \\[default: $CODESCALER_MODEL, else "
-        "LARK-Lab/CodeScaler-1.7B].",
+        help=f"Hub id or local directory \\[default: {DEFAULT_MODEL}, or $CODESCALER_MODEL if set].",
         panel=MODEL,
         metavar="ID|DIR",
         show_default=False,
@@ -116,17 +166,17 @@ ModelName = Annotated[
 ]
 Revision = Annotated[
     str | None,
-    option("--revision", help="Model revision (branch, tag, commit).", panel=MODEL, metavar="REV"),
+    option("--revision", help="Branch, tag or commit of the model.", panel=MODEL, metavar="REV"),
 ]
 Device = Annotated[
     str,
-    option("--device", help="auto, cpu, cuda, cuda:N or mps.", panel=MODEL, metavar="DEVICE"),
+    option("--device", help=f"One of {DEVICES_HELP}.", panel=MODEL, metavar="DEVICE"),
 ]
 Dtype_ = Annotated[
     Dtype,
     option(
         "--dtype",
-        help="auto (bf16 on CUDA, fp32 elsewhere), float32, bfloat16 or float16.",
+        help=f"{choices(Dtype, auto='bf16 on CUDA, fp32 elsewhere')}.",
         panel=MODEL,
         metavar="DTYPE",
     ),
@@ -181,13 +231,14 @@ MaxBatch = Annotated[
     ),
 ]
 NoDedup = Annotated[
-    bool, flag("--no-dedup", help="Score identical (question, code) pairs separately.", panel=SPEED)
+    bool,
+    flag("--no-dedup", help="Score each copy of a repeated (question, code) pair.", panel=SPEED),
 ]
 NoPrefix = Annotated[
     bool,
     flag(
         "--no-prefix-reuse",
-        help="Do not reuse a problem's prompt across its candidates.",
+        help="Run each candidate's prompt again, not once per problem.",
         panel=SPEED,
     ),
 ]
@@ -195,7 +246,7 @@ Compile = Annotated[
     bool,
     flag(
         "--compile",
-        help="torch.compile the model: faster on GPUs for big runs; the first batches compile (minutes).",
+        help="torch.compile the model (first batches take minutes): faster for big runs on GPUs.",
         panel=SPEED,
     ),
 ]
@@ -210,27 +261,39 @@ ChunkSize = Annotated[
 ]
 Resume = Annotated[
     ResumeMode,
-    option("--resume", help="auto: continue an interrupted run; never: start over.", panel=ROBUST),
+    option(
+        "--resume",
+        help=f"After an interruption: {choices(ResumeMode, auto='resume', never='start over')}.",
+        panel=ROBUST,
+        metavar="MODE",
+    ),
 ]
 OnBadRow_ = Annotated[
     OnBadRow,
     option(
         "--on-bad-row",
-        help="error: stop at the first bad row; skip: set it aside and go on.",
+        help=f"{choices(OnBadRow, error='stop at the first bad row', skip='set it aside and go on')}.",
         panel=ROBUST,
+        metavar="WHAT",
     ),
 ]
 Rejected = Annotated[
     str | None,
     option(
         "--rejected",
-        help="Where skipped rows go \\[default: OUTPUT.rejected.jsonl].",
+        help="Where skipped rows go \\[default: OUTPUT.rejected.jsonl beside OUTPUT].",
         panel=ROBUST,
         metavar="PATH",
     ),
 ]
 Engine_ = Annotated[
-    EngineKind, option("--engine", help="local, or ray to run on a Ray cluster.", panel=SCALE)
+    EngineKind,
+    option(
+        "--engine",
+        help=f"{choices(EngineKind, ray='on a Ray cluster')}.",
+        panel=SCALE,
+        metavar="NAME",
+    ),
 ]
 RayAddress = Annotated[
     str | None,
@@ -254,7 +317,7 @@ GpusPerWorker = Annotated[
     float | None,
     option(
         "--gpus-per-worker",
-        help="GPUs per Ray actor \\[default: 1 on GPU clusters].",
+        help="GPUs per Ray actor \\[default: 1 when the cluster has GPUs, else 0].",
         panel=SCALE,
         metavar="X",
     ),

@@ -1,4 +1,8 @@
-"""The model card's scoring code: the project's ground truth in tests and benchmarks."""
+"""The model card's scoring code: the project's ground truth in tests and benchmarks.
+
+How close a score must come to it is codescaler_cli/exactness.py's guarantee, stated once:
+:func:`assert_exact` applies it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from codescaler_cli import exactness
 from codescaler_cli.tiny_model.corpus import (
     MODEL_CARD_PROGRAM_CORRECT,
     MODEL_CARD_PROGRAM_WRONG,
@@ -19,6 +24,18 @@ MODEL_CARD_PAIRS: tuple[tuple[str, str], ...] = (
     (MODEL_CARD_QUESTION, MODEL_CARD_PROGRAM_CORRECT),
     (MODEL_CARD_QUESTION, MODEL_CARD_PROGRAM_WRONG),
 )
+
+
+def assert_exact(
+    scores: Sequence[float | None],
+    references: Sequence[float | None],
+    dtype: Any = "float32",
+    what: str = "scores",
+) -> None:
+    """Every score within the guarantee for ``dtype`` of its reference (None matches None)."""
+    err = exactness.error(scores, references)
+    limit = exactness.bound(dtype)
+    assert err <= limit, f"{what}: off the reference by {err:.3g} x max(1, |ref|) > {limit:g}"
 
 
 def _load(model_dir: str | os.PathLike, device: str) -> tuple[Any, Any]:
