@@ -261,6 +261,7 @@ def test_bad_option_values_exit_2_before_torch_loads_and_write_nothing(tmp_path)
         (["--max-tokens-per-batch", "0"], "--max-tokens-per-batch must be at least 1, got 0"),
         (["--max-tokens-per-batch", "-5"], "--max-tokens-per-batch must be at least 1, got -5"),
         (["--streams", "0"], "--streams must be at least 1"),
+        (["--chunk-size", "0"], "--chunk-size must be at least 1, got 0"),
         (["--device", "tpu"], "--device 'tpu'"),
         (["--dtype", "float8"], "'float8' is not one of"),
     ]

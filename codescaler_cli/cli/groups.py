@@ -196,8 +196,6 @@ def robustness(
     on_bad_row: OnBadRow_ = default_of(RunOptions, "on_bad_row"),
     rejected: Rejected = default_of(RunOptions, "rejected"),
 ) -> Robustness:
-    if chunk_size < 1:
-        raise UsageError(f"--chunk-size must be at least 1, got {chunk_size}")
     return Robustness(chunk_size, resume, on_bad_row, rejected)
 
 
