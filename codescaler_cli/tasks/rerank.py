@@ -28,7 +28,7 @@ from .common import EngineFactory, TableWriter, rewind, score_to_parquet, spool_
 from .survey import Survey, survey
 
 # DuckDB's working memory; beyond it sorts spill to the temporary directory.
-DUCKDB_MEMORY = "256MB"
+DUCKDB_MEMORY = "128MB"
 
 
 @dataclass
@@ -231,17 +231,39 @@ def rank_file(
     def key(col: str) -> str:  # a missing or NaN value sorts last
         return f"CASE WHEN isnan({col}) THEN NULL ELSE {col} END DESC NULLS LAST"
 
-    sql = f"""
-        SELECT *,
+    # Ranks are computed on the few columns they need; the rows then stream out joined to
+    # them in output order (DuckDB spills both sorts to ``tmp`` past its memory limit).
+    ranks = f"""
+        CREATE TEMP TABLE ranks AS SELECT
+          file_row_number AS __row,
           row_number() OVER w AS __rank,
           count(*) OVER (PARTITION BY __g) AS __size,
           min(file_row_number) OVER (PARTITION BY __g) AS __first
-        FROM (SELECT *, {g} AS __g FROM read_parquet(?, file_row_number = true))
+        FROM (SELECT file_row_number, reward, score, {g} AS __g
+              FROM read_parquet($path, file_row_number = true))
         WINDOW w AS (PARTITION BY __g ORDER BY {key(primary)}, {key("score")}, file_row_number)
-        ORDER BY __first, __rank
     """
-    con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "temp_directory": tmp})
-    reader = con.sql(sql, params=[path]).to_arrow_reader(8192)
+    keep = f"WHERE r.__rank <= {int(top_k)}" if top_k else ""
+    label = f"t.{_quote(lcol)} AS __label" if lcol else "NULL AS __label"
+
+    def joined(columns: str, where: str = "") -> str:
+        return f"""
+            SELECT {columns}, r.__rank, r.__size, r.__first
+            FROM read_parquet($path, file_row_number = true) t
+            JOIN ranks r ON t.file_row_number = r.__row {where}
+            ORDER BY r.__first, r.__rank
+        """
+
+    # Metrics see every row (a few columns); the output gets the kept rows, whole.
+    facts = joined(f"t.reward, t.score, t.code_valid, t.{_quote(gcol)} AS __group, {label}")
+    rows = joined("t.*", keep)
+    config = {
+        "memory_limit": DUCKDB_MEMORY,
+        "temp_directory": tmp,
+        "threads": 1,
+        "preserve_insertion_order": False,
+    }
+    con = duckdb.connect(config=config)
     fields = [*schema, pa.field("rank", pa.int32()), pa.field("group_size", pa.int32())]
     # ``known``: the scoring model's metadata when no row needed the model this time.
     meta = {**(known or {}), **(schema.metadata or {}), b"codescaler.task": b"rerank"}
@@ -249,21 +271,19 @@ def rank_file(
     acc = SelectionAccumulator(top_k)
     writer = TableWriter(output, out_schema, stdout)
     try:
-        for batch in reader:
-            cols = {n: batch.column(n).to_pylist() for n in ("__first", "__rank", "__size")}
-            kept = acc.add_batch(
-                cols["__first"],
-                cols["__rank"],
+        con.execute(ranks, {"path": path})
+        for batch in con.sql(facts, params={"path": path}).to_arrow_reader(8192):
+            acc.add_batch(
+                batch.column("__first").to_pylist(),
+                batch.column("__rank").to_pylist(),
                 batch.column("reward").to_pylist(),
                 batch.column("score").to_pylist(),
                 batch.column("code_valid").to_pylist(),
                 _labels(batch, lcol, lcol in as_json if lcol else False),
-                batch.column(gcol).to_pylist(),
+                batch.column("__group").to_pylist(),
             )
-            if not kept:
-                continue
-            part = pa.Table.from_batches([batch]).take(pa.array(kept, pa.int64()))
-            writer.write(_as_output(part, out_schema))
+        for batch in con.sql(rows, params={"path": path}).to_arrow_reader(8192):
+            writer.write(_as_output(pa.Table.from_batches([batch]), out_schema))
         writer.close()
     except BaseException:
         writer.abort()
@@ -276,7 +296,7 @@ def rank_file(
 def _labels(batch: Any, lcol: str | None, is_json: bool) -> list[Any] | None:
     if lcol is None:
         return None
-    values = batch.column(lcol).to_pylist()
+    values = batch.column("__label").to_pylist()
     return [json.loads(v) if is_json and v is not None else v for v in values]
 
 
