@@ -90,6 +90,15 @@ def default_model() -> str:
     return os.environ.get("CODESCALER_MODEL") or DEFAULT_MODEL
 
 
+# A Hugging Face repo id: NAME or OWNER/NAME (letters, digits, '-', '_', '.').
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]*[A-Za-z0-9])?")
+
+
+def looks_like_path(model: str) -> bool:
+    """A --model that cannot be a Hub id (./dir, /abs/dir, a/b/c, ~/dir): a local path."""
+    return not HUB_ID.fullmatch(model) or model.startswith((".", "~"))
+
+
 def _at_least(name: str, value: int | float | None, low: int | float) -> None:
     if value is not None and value < low:
         raise UsageError(f"{name} must be at least {low:g}, got {value:g}")
@@ -111,6 +120,8 @@ class ModelOptions:
     def validate(self) -> None:
         if not self.model:
             raise UsageError("--model must not be empty")
+        if looks_like_path(self.model) and not os.path.exists(os.path.expanduser(self.model)):
+            raise UsageError(f"--model {self.model}: no such directory")
         if not DEVICE_PATTERN.fullmatch((self.device or "").strip().lower()):
             raise UsageError(f"--device {self.device!r}: expected one of {DEVICES_HELP}")
 
@@ -255,6 +266,9 @@ class ServeOptions:
     max_request_bytes: int = 16 << 20
     max_items: int = 1024  # candidates per request
     request_timeout_s: float = 600.0
+    header_timeout_s: float = 10.0  # from a request's first byte to the end of its headers
+    body_timeout_s: float = 60.0  # from the end of the headers to the end of the body
+    shutdown_timeout_s: float = 30.0  # after SIGTERM, at most this long to finish, then exit
 
     def validate(self) -> None:
         _at_least("--port", self.port, 0)
@@ -269,11 +283,31 @@ class ServeOptions:
             ("--max-items", self.max_items),
         ):
             _at_least(name, value, 1)
-        if not self.request_timeout_s > 0:
-            raise UsageError(f"--request-timeout must be > 0, got {self.request_timeout_s}")
+        for name, seconds in (
+            ("--request-timeout", self.request_timeout_s),
+            ("--header-timeout", self.header_timeout_s),
+            ("--body-timeout", self.body_timeout_s),
+            ("--shutdown-timeout", self.shutdown_timeout_s),
+        ):
+            if not 0 < seconds < float("inf"):  # NaN too
+                raise UsageError(f"{name} must be a number of seconds > 0, got {seconds}")
+        self.key()  # an empty key is refused before the model loads
 
     def key(self) -> str | None:
-        return self.api_key or os.environ.get("CODESCALER_API_KEY") or None
+        """The API key: ``api_key``, else $CODESCALER_API_KEY, else None (no authentication).
+        An empty or blank one is a usage error, never "no authentication": an unset
+        variable in a launch script must not open the server."""
+        if self.api_key is not None:
+            if not self.api_key.strip():
+                raise UsageError("--api-key is empty; give a key, or leave the option out")
+            return self.api_key.strip()
+        env = os.environ.get("CODESCALER_API_KEY")
+        if env is not None and not env.strip():
+            raise UsageError(
+                "CODESCALER_API_KEY is set but empty; give a key, or unset it to serve "
+                "without authentication"
+            )
+        return env.strip() if env is not None else None
 
 
 # ---------------------------------------------------------------- the score cache
@@ -326,4 +360,5 @@ class CacheOptions:
     def validate(self) -> None:
         if self.cache_dir is not None and not self.cache_dir.strip():
             raise UsageError("--cache-dir must not be empty")
-        _at_least("--cache-max-size", self.size_limit(), 1 << 20)
+        if self.size_limit() < 1 << 20:
+            raise UsageError(f"the cache's size limit must be at least 1M, got {self.size_limit()}")

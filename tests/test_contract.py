@@ -163,3 +163,11 @@ def test_api_keeps_every_key_and_lists_rejected_rows(tiny_model_dir):
         score_records(rows, str(tiny_model_dir), device="cpu")
     ranked = rerank(list(out), top_k=0)  # scored rows: ranked as they are
     assert {r["rank"] for r in ranked} == {1, 2} and "c" in ranked[0]
+
+
+def test_a_mistyped_local_model_fails_at_once(tmp_path):
+    src = _write(tmp_path / "in.jsonl", _rows(1))
+    out = tmp_path / "o.parquet"
+    r = runner.invoke(app, ["score", str(src), "-o", str(out), "--model", "./no-such-model"])
+    assert r.exit_code == 2 and "--model ./no-such-model: no such directory" in r.stderr
+    assert not out.exists()
