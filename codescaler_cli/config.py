@@ -218,6 +218,18 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
+class RerankOptions:
+    """``rerank``: how candidates are grouped, ranked and kept."""
+
+    top_k: int = 1  # kept per group; 0: all, ranked
+    by: RankBy = RankBy.reward
+    group_field: str | None = None  # None: problem_id, task_id..., else the question
+    label_field: str | None = None  # None: passed, correct, label...
+    group_as_text: bool = False  # 1 and "1" in one group
+    rescore: bool = False  # score again even rows scored by the ranking's scorer
+
+
+@dataclass(frozen=True)
 class RayOptions:
     """How to run on Ray; ``None`` fields are chosen from the cluster's resources."""
 

@@ -334,8 +334,6 @@ OPTION_SOURCES = [
     *sorted((REPO / "codescaler_cli" / "cli").glob("*.py")),
     REPO / "codescaler_cli" / "api.py",
 ]
-# rerank's own options have no option class yet: their defaults are compared with the task's.
-RERANK_OWN = ("top_k", "by")
 
 
 def _option_fields() -> set[str]:
@@ -349,6 +347,7 @@ def _option_fields() -> set[str]:
         config.RowOptions,
         config.RunOptions,
         config.RayOptions,
+        config.RerankOptions,
         config.ServeOptions,
     )
     return {f.name for cls in classes for f in fields(cls)}
@@ -395,26 +394,13 @@ def test_no_option_default_is_written_twice():
             for arg, default in pairs:
                 if not isinstance(default, ast.Constant) or default.value is None:
                     continue
-                if arg.arg in RERANK_OWN or not (arg.arg in fields or is_option(arg)):
+                if not (arg.arg in fields or is_option(arg)):
                     continue
                 if isinstance(default.value, bool) and arg.arg not in fields:
                     continue
                 written.append(f"{path.name}:{default.lineno} {arg.arg}={default.value!r}")
     assert not written, written
     assert {"Quiet", "MaxLength", "Extract"} <= aliases  # the scan sees the declarations
-
-
-def test_rerank_defaults_are_the_tasks():
-    import inspect
-
-    from codescaler_cli.api import rerank as api_rerank
-    from codescaler_cli.cli.rerank import rerank as cli_rerank
-    from codescaler_cli.tasks.rerank import run_rerank
-
-    for name in RERANK_OWN:
-        task = inspect.signature(run_rerank).parameters[name].default
-        assert inspect.signature(api_rerank).parameters[name].default == task, name
-        assert inspect.signature(cli_rerank).parameters[name].default == task, name
 
 
 def test_every_option_group_with_no_options_builds_the_class_defaults(monkeypatch):
@@ -432,7 +418,7 @@ def test_every_option_group_with_no_options_builds_the_class_defaults(monkeypatc
     )
     from codescaler_cli.io.inputs import resolve_inputs
 
-    monkeypatch.setenv("CODESCALER_MODEL", "./my-model")
+    monkeypatch.setenv("CODESCALER_MODEL", "my-org/my-model")
     from codescaler_cli.config import ModelOptions
 
     assert groups.model_options() == ModelOptions()
@@ -452,9 +438,9 @@ def test_model_options_honour_codescaler_model_like_the_cli(monkeypatch):
 
     monkeypatch.delenv("CODESCALER_MODEL", raising=False)
     assert ModelOptions().model == DEFAULT_MODEL
-    monkeypatch.setenv("CODESCALER_MODEL", "./my-model")
-    assert ModelOptions().model == "./my-model"
-    assert RunOptions("o.jsonl", RowOptions()).model.model == "./my-model"
+    monkeypatch.setenv("CODESCALER_MODEL", "my-org/my-model")
+    assert ModelOptions().model == "my-org/my-model"
+    assert RunOptions("o.jsonl", RowOptions()).model.model == "my-org/my-model"
     assert ModelOptions(model="other").model == "other"
 
 

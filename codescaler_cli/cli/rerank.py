@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ..config import ModelOptions, RankBy, RowOptions, RunOptions, ScoringOptions
+from ..config import ModelOptions, RankBy, RerankOptions, RowOptions, RunOptions, ScoringOptions
 from .gate import FailUnder, check_gate, check_threshold
 from .groups import (
     EngineChoice,
@@ -50,7 +50,7 @@ def rerank(
         option(
             "--top-k", "-k", help="Candidates kept per group (0: all).", panel=OUTPUT, metavar="K"
         ),
-    ] = 1,
+    ] = RerankOptions.top_k,
     all_rows: Annotated[
         bool, flag("--all", help="Keep every row, ranked (same as --top-k 0).", panel=OUTPUT)
     ] = False,
@@ -61,7 +61,7 @@ def rerank(
             help="Rank by the shaped reward (validity first) or the raw score.",
             panel=OUTPUT,
         ),
-    ] = RankBy.reward,
+    ] = RerankOptions.by,
     group_field: Annotated[
         str | None,
         option(
@@ -70,7 +70,7 @@ def rerank(
             panel=INPUT,
             metavar="NAME",
         ),
-    ] = None,
+    ] = RerankOptions.group_field,
     label_field: Annotated[
         str | None,
         option(
@@ -79,7 +79,7 @@ def rerank(
             panel=INPUT,
             metavar="NAME",
         ),
-    ] = None,
+    ] = RerankOptions.label_field,
     group_as_text: Annotated[
         bool,
         flag(
@@ -87,10 +87,10 @@ def rerank(
             help='Group by the value\'s text: 1 and "1" in one group (default: exact values).',
             panel=INPUT,
         ),
-    ] = False,
+    ] = RerankOptions.group_as_text,
     rescore: Annotated[
         bool, flag("--rescore", help="Score again even if the input has scores.", panel=INPUT)
-    ] = False,
+    ] = RerankOptions.rescore,
     fail_under: FailUnder = None,
     metrics_json: MetricsJson = None,
     chunk_size: ChunkSize = RunOptions.chunk_size,
@@ -100,11 +100,11 @@ def rerank(
 
     --fail-under X (a fraction, 0..1) gates on best-of-N accuracy and needs a label column.
     """
+    import os
+
     from ..io.writers import write_json
     from ..tasks.rerank import run_rerank
     from .display import RichProgress, print_selection_metrics
-
-    import os
 
     check_threshold(fail_under)
     opts = RunOptions(output, rows, model, scoring, chunk_size)

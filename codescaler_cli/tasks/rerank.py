@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
-from ..config import Dtype, ExtractMode, RankBy, RunOptions, Shaping
+from ..config import Dtype, ExtractMode, RankBy, RerankOptions, RunOptions, Shaping
 from ..errors import InputError, UsageError
 from ..fields import GROUP_FIELDS, LABEL_FIELDS, QUESTION_FIELDS, pick_field
 from ..io.inputs import InputSpec
@@ -45,12 +45,12 @@ def run_rerank(
     specs: list[InputSpec],
     opts: RunOptions,
     *,
-    top_k: int = 1,
-    by: RankBy = RankBy.reward,
-    group_field: str | None = None,
-    label_field: str | None = None,
-    rescore: bool = False,
-    group_as_text: bool = False,
+    top_k: int = RerankOptions.top_k,
+    by: RankBy = RerankOptions.by,
+    group_field: str | None = RerankOptions.group_field,
+    label_field: str | None = RerankOptions.label_field,
+    rescore: bool = RerankOptions.rescore,
+    group_as_text: bool = RerankOptions.group_as_text,
     model_named: bool = True,
     fail_under: float | None = None,
     engine: EngineFactory | None = None,
