@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 
-SHAPINGS: tuple[str, ...] = ("softplus", "raw", "sigmoid")
+from .config import Shaping
+
+SHAPINGS: tuple[str, ...] = tuple(s.value for s in Shaping)
 
 
 def softplus(x: float) -> float:

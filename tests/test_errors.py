@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from codescaler_cli.cli import app
+from codescaler_cli.exactness import FLOAT32
 from codescaler_cli.tiny_model import build_tiny_reward_model
 
 runner = CliRunner()
@@ -324,7 +325,7 @@ def test_pickle_weights_load_when_allowed(tmp_path, tiny_model_dir):
     _, out2 = _score_with(tiny_model_dir, tmp_path / "ref")
     assert out2 != out
     assert pq.read_table(out).column("score").to_pylist()[0] == pytest.approx(
-        pq.read_table(out2).column("score").to_pylist()[0], abs=1e-5
+        pq.read_table(out2).column("score").to_pylist()[0], abs=FLOAT32
     )
 
 

@@ -17,6 +17,7 @@ from codescaler_cli.api import rerank
 from codescaler_cli.cli import app
 from codescaler_cli.config import RankBy
 from codescaler_cli.errors import InputError
+from codescaler_cli.exactness import FLOAT32
 from codescaler_cli.provenance import OUTPUT_COLUMNS, Provenance, provenance_array
 from codescaler_cli.rank import PairAccumulator, parse_label
 from codescaler_cli.tasks.rerank import rank_file
@@ -218,7 +219,7 @@ def test_rerank_scored_equals_rerank_raw_without_loading(
         (x["problem_id"], x["candidate"], x["rank"]) for x in b
     ]
     for x, y in zip(a, b, strict=True):
-        assert x["score"] == pytest.approx(y["score"], abs=1e-5)
+        assert x["score"] == pytest.approx(y["score"], abs=FLOAT32)
 
 
 def test_rerank_all_and_metrics_json(scored, tmp_path):
@@ -358,7 +359,7 @@ def test_eval_pairs(tiny_model_dir, tmp_path):
             if s["score"] is None:
                 assert g[f"{side}_score"] is None
             else:
-                assert g[f"{side}_score"] == pytest.approx(s["score"], abs=1e-5)
+                assert g[f"{side}_score"] == pytest.approx(s["score"], abs=FLOAT32)
         expected = (g["chosen_score"] if g["chosen_score"] is not None else -1e9) > (
             g["rejected_score"] if g["rejected_score"] is not None else -1e9
         )

@@ -51,6 +51,7 @@ class LocalEngine:
             if self.rm is None:
                 progress.stage(f"loading model {self.opts.model.model}")
             self._scorer = build_scorer(self.rm or self.opts.model, self.opts.scoring)
+            progress.stage_done()
             self.rm = self._scorer.rm
         return self._scorer
 
