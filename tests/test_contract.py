@@ -171,3 +171,22 @@ def test_a_mistyped_local_model_fails_at_once(tmp_path):
     r = runner.invoke(app, ["score", str(src), "-o", str(out), "--model", "./no-such-model"])
     assert r.exit_code == 2 and "--model ./no-such-model: no such directory" in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("as_table", [False, True])
+def test_api_keeps_user_columns_and_types_like_the_cli(tiny_model_dir, tmp_path, as_table):
+    rows = _rows(3)
+    records = pa.Table.from_pylist(rows) if as_table else rows
+    got = score_records(records, str(tiny_model_dir), device="cpu")
+    src = _write(tmp_path / ("in.parquet" if as_table else "in.jsonl"), rows)
+    out = tmp_path / "cli.parquet"
+    r = runner.invoke(
+        app, ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--device", "cpu"]
+    )
+    assert r.exit_code == 0, r.output
+    cli = pq.read_table(out)
+    if as_table:
+        assert got.schema.remove_metadata() == cli.schema.remove_metadata()
+        got = got.to_pylist()
+    assert [row["input_score"] for row in got] == [row["score"] for row in rows]
+    assert got == cli.to_pylist()  # provenance included
