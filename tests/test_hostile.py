@@ -586,7 +586,7 @@ def test_a_failed_batch_fails_only_the_request_at_fault():
                 raise RuntimeError("tokenizer failed")
             return type("P", (), {"owner": list(range(len(codes))), "encoded": codes})()
 
-        def run(self, prepared):
+        def run(self, prepared, progress=None):
             n = len(prepared.encoded)
             return PairScores([1.0] * n, [3] * n, [False] * n, [False] * n, n)
 

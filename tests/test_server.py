@@ -15,11 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from codescaler_cli.exactness import FLOAT32
 from support.reference import model_card_scores
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "candidates.jsonl"
-TOL = 1e-5
+TOL = FLOAT32
 GROUP_QUESTION = "Return the sum of the squares of a list of integers.\n" * 6
 
 
@@ -67,14 +68,17 @@ def server(tiny_model_dir):
     srv.wait_ready()
     yield srv
     assert srv.stop() == 0
+    assert "no API key: anyone who can reach the port can use it" in srv.proc.stderr.read()
 
 
 @pytest.fixture(scope="module")
 def strict(tiny_model_dir):
-    """API key, tight limits, a long window (requests pile up), a timeout shorter than it."""
+    """API key, tight limits, a long window (requests pile up), short read timeouts and
+    grace period."""
     srv = Server(
         tiny_model_dir, "--batch-window-ms", "1500", "--max-queue", "4", "--max-items", "4",
-        "--max-request-bytes", "20000", env={"CODESCALER_API_KEY": "s3cret"},
+        "--max-request-bytes", "20000", "--header-timeout", "1", "--body-timeout", "4",
+        "--shutdown-timeout", "3", env={"CODESCALER_API_KEY": "s3cret"},
     )  # fmt: skip
     srv.wait_ready()
     yield srv
@@ -91,6 +95,10 @@ def _one_line_error(r: httpx.Response, status: int, needle: str) -> None:
     error = r.json()["error"]
     assert error["code"] == status and needle in error["message"], error
     assert "\n" not in error["message"]
+
+
+AUTH = {"Authorization": "Bearer s3cret"}
+ITEM = {"question": "q", "response": "x = 1\n"}
 
 
 def _sample_rows() -> list[dict]:
@@ -236,6 +244,9 @@ def test_verl_classify_payloads(server, tok):
     assert by_messages.json()["data"][0]["probs"] == [reward]
 
 
+BIG = "9" * 5000
+
+
 @pytest.mark.parametrize(
     ("route", "body", "status", "needle"),
     [
@@ -244,10 +255,20 @@ def test_verl_classify_payloads(server, tok):
         ("/v1/rewards", {"items": "x"}, 400, "'items' must be a list"),
         ("/v1/rewards", {"items": [{"question": "q", "response": 3}]}, 400, "items[0].response must be a string"),
         ("/v1/rewards", {"items": [], "extract": "magic"}, 400, "'extract' must be one of"),
+        ("/v1/rewards", b'{"items": [], "items": [{"question": "q", "response": "r"}]}', 400, "duplicate key 'items'"),
+        ("/v1/rewards", b'{"items": [{"question": "q", "response": "r", "response": "s"}]}', 400, "duplicate key 'response'"),
+        ("/v1/rewards", b'{"items": [{"question": "q", "response": "r", "id": NaN}]}', 400, "NaN is not JSON"),
+        ("/v1/rewards", b'{"items": [{"question": "q", "response": "r", "id": ' + BIG.encode() + b"}]}", 400, "items[0].id must be an integer within 64 bits"),
+        ("/v1/rewards", {"items": [{"question": "q", "response": "r", "id": 2**63}]}, 400, "within 64 bits"),
+        ("/v1/rewards", {"items": [ITEM, {"question": "q", "response": "r", "id": 1.5}]}, 400, "items[1].id must be a string or an integer"),
+        ("/v1/rewards", {"items": [{"question": "q", "response": "r", "id": True}]}, 400, "must be a string or an integer"),
         ("/get_reward", {"query": "x"}, 400, "'query' must be a list of strings"),
+        ("/get_reward", {"query": ["Add.\nx = 1"]}, 400, "'prompts' is required"),
         ("/get_reward", {"query": ["<|im_start|>system\nhi<|im_end|>\nok"], "prompts": ["<|im_start|>system\nhi<|im_end|>\n"]},
-         400, "query[0]: the prompt has chat-template markers but no user turn"),
-        ("/classify", {"input": "just text, no template"}, 400, "not a conversation in a chat template"),
+         400, "query[0]: the prompt starts like a chat-template turn"),
+        ("/get_reward", {"query": ["Other.\n<|im_start|>assistant\nx = 1"], "prompts": ["Add.\n"]},
+         400, "query[0]: the query does not start with its prompt"),
+        ("/classify", {"input": "just text, no template"}, 400, "not a conversation rendered with this model's chat template"),
         ("/classify", {"input": "x", "messages": []}, 400, "either 'input'"),
         ("/classify", {"messages": [{"role": "user", "content": "q"}]}, 400, "last message must be the assistant's"),
         ("/classify", {"input": "x", "use_activation": "no"}, 400, "'use_activation' must be true or false"),
@@ -258,6 +279,38 @@ def test_verl_classify_payloads(server, tok):
 )  # fmt: skip
 def test_bad_requests_get_one_line_4xx(server, route, body, status, needle):
     _one_line_error(_post(server, route, body), status, needle)
+
+
+def test_a_bad_id_is_refused_before_anything_is_scored(server):
+    before = _metric(server.url, "codescaler_candidates_total")
+    items = [{"question": "q", "response": f"x = {i}\n", "id": i} for i in range(5)]
+    items[4]["id"] = -(2**63) - 1
+    _one_line_error(_post(server, "/v1/rewards", {"items": items}), 400, "items[4].id")
+    assert _metric(server.url, "codescaler_candidates_total") == before
+    items[4]["id"] = -(2**63)  # the limits themselves are fine, and strings
+    items[3]["id"] = "a string id"
+    got = _post(server, "/v1/rewards", {"items": items}).json()["results"]
+    assert [r["id"] for r in got] == [0, 1, 2, "a string id", -(2**63)]
+
+
+def test_unknown_routes_and_methods_answer_in_the_error_format_and_head_works(server):
+    _one_line_error(httpx.get(f"{server.url}/nope"), 404, "no such route")
+    r = httpx.get(f"{server.url}/v1/rewards")
+    _one_line_error(r, 405, "GET is not allowed")
+    assert r.headers["allow"] == "POST"
+    for route in ("/health", "/v1/models", "/metrics"):
+        head = httpx.head(f"{server.url}{route}")
+        assert head.status_code == 200 and head.content == b"", route
+
+
+def _metric(url: str, name: str, **labels: str) -> float:
+    """A counter's value from /metrics (0 when the series does not exist yet)."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in httpx.get(f"{url}/metrics", headers=AUTH).text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series == name or series == f"{name}{{{want}}}":
+            return float(value)
+    return 0.0
 
 
 # ---------------------------------------------------------------- limits, auth, lifecycle
@@ -296,10 +349,6 @@ class HeldRequest:
             body += self.sock.recv(65536)
         self.sock.close()
         return int(head.split()[1]), json.loads(body)
-
-
-AUTH = {"Authorization": "Bearer s3cret"}
-ITEM = {"question": "q", "response": "x = 1\n"}
 
 
 def test_a_lone_request_does_not_wait_for_the_window(strict):
@@ -350,26 +399,112 @@ def test_auth_size_limits_and_queue_full(strict):
     assert second.headers["retry-after"] == "1"
 
 
-def test_sigterm_finishes_in_flight_requests_then_exits_0(strict):
-    held = HeldRequest(strict, {"items": [ITEM]}, AUTH)
+def test_the_auth_scheme_is_any_case_and_an_empty_key_is_a_usage_error(strict, monkeypatch):
+    for scheme in ("bearer", "BEARER", "Bearer "):
+        given = {"Authorization": f"{scheme} s3cret"}
+        assert _post(strict, "/v1/rewards", {"items": [ITEM]}, headers=given).status_code == 200
+    basic = {"Authorization": "Basic s3cret"}
+    _one_line_error(_post(strict, "/v1/rewards", {"items": [ITEM]}, headers=basic), 401, "API key")
+    from typer.testing import CliRunner
+
+    from codescaler_cli.cli.app import app
+
+    monkeypatch.delenv("CODESCALER_API_KEY", raising=False)
+    for args, env in ((["--api-key", ""], {}), (["--api-key", " "], {}),
+                      ([], {"CODESCALER_API_KEY": ""})):  # fmt: skip
+        r = CliRunner().invoke(app, ["serve", "--model", "unused", *args], env=env)
+        assert r.exit_code == 2 and "empty" in r.output, (args, env, r.output)
+
+
+def test_a_request_whose_client_left_is_dropped_and_counted_as_cancelled(strict):
+    labels = {"route": "/v1/rewards", "status": "cancelled"}
+    before = (
+        _metric(strict.url, "codescaler_requests_total", **labels),
+        _metric(strict.url, "codescaler_abandoned_candidates_total", stage="dropped"),
+        _metric(strict.url, "codescaler_candidates_total"),
+    )
+    held = HeldRequest(strict, {"items": [ITEM]}, AUTH)  # a forming batch waits for it
+    time.sleep(0.2)
+    leaving = HeldRequest(strict, {"items": [ITEM] * 3}, AUTH)
+    leaving.sock.sendall(leaving.data)  # queued, waiting for the held request (1.5 s window)
+    time.sleep(0.3)
+    leaving.sock.close()  # its client gives up
+    time.sleep(0.3)
+    status, body = held.finish()
+    assert status == 200, body
+    after = (
+        _metric(strict.url, "codescaler_requests_total", **labels),
+        _metric(strict.url, "codescaler_abandoned_candidates_total", stage="dropped"),
+        _metric(strict.url, "codescaler_candidates_total"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 1]  # 3 never scored
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_stalled_connections_are_closed_within_the_header_and_body_timeouts(strict):
+    started = time.monotonic()
+    stalled = []
+    for _ in range(500):
+        sock = socket.create_connection(("127.0.0.1", strict.port), timeout=30)
+        sock.sendall(b"POST /v1/rewards HTTP/1.1\r\nHost: te")  # half a header line
+        stalled.append(sock)
+    mid_body = HeldRequest(strict, {"items": [ITEM]}, AUTH)  # headers sent, body never
+    # The server goes on answering others meanwhile.
+    assert _post(strict, "/v1/rewards", {"items": [ITEM]}, headers=AUTH).status_code == 200
+    assert all(_closed(sock) for sock in stalled)
+    assert time.monotonic() - started < 1 + 2  # --header-timeout 1
+    assert _closed(mid_body.sock)
+    assert time.monotonic() - started < 4 + 2  # --body-timeout 4
+    for sock in [*stalled, mid_body.sock]:
+        sock.close()
+    assert _metric(strict.url, "codescaler_requests_total", route="/v1/rewards", status="408") >= 1
+
+
+def test_content_length_with_chunked_encoding_is_refused_not_left_hanging(strict):
+    sock = socket.create_connection(("127.0.0.1", strict.port), timeout=10)
+    sock.sendall(
+        b"POST /v1/rewards HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer s3cret\r\n"
+        b"Content-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\n" + b'{"items":[]}'
+    )
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"together are ambiguous" in answer
+
+
+def test_sigterm_answers_what_it_can_and_exits_within_the_grace_period(strict):
+    held = HeldRequest(strict, {"items": [ITEM]}, AUTH)  # its body comes after the signal
+    stalled = HeldRequest(strict, {"items": [ITEM]}, AUTH)  # its body never comes
     time.sleep(0.3)
     strict.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)  # shutting down, with the request in flight
+    signalled = time.monotonic()
+    time.sleep(0.3)  # shutting down, with both requests in flight
     status, body = held.finish()
     assert status == 200 and body["results"][0]["score"] is not None
     assert strict.proc.wait(timeout=60) == 0
+    assert time.monotonic() - signalled < 3  # --shutdown-timeout 3 (the body timeout is 4)
     with pytest.raises(httpx.TransportError):  # no longer accepting
         httpx.get(f"{strict.url}/health", timeout=2)
+    stalled.sock.close()
+    log = strict.proc.stderr.read()
+    assert "API key required" in log and "Traceback" not in log, log
 
 
 def test_a_model_that_cannot_load_ends_the_server_with_its_error(tmp_path):
     from codescaler_cli.config import ModelOptions, RowOptions, ScoringOptions, ServeOptions
-    from codescaler_cli.engines.server.app import serve
-    from codescaler_cli.engines.server.service import Service
     from codescaler_cli.errors import ModelError
+    from codescaler_cli.serve.app import serve
+    from codescaler_cli.serve.service import Service
 
-    missing = ModelOptions(model=str(tmp_path / "no-model"), device="cpu")
-    service = Service(missing, ScoringOptions(), RowOptions(), ServeOptions(port=_free_port()))
+    broken = ModelOptions(model=str(tmp_path), device="cpu")  # a directory, no model in it
+    service = Service(broken, ScoringOptions(), RowOptions(), ServeOptions(port=_free_port()))
     with pytest.raises(ModelError, match="cannot load model"):
         serve(service)  # stops by itself once the load fails
 

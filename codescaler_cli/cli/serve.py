@@ -6,7 +6,7 @@ from typing import Annotated
 
 from ..config import ExtractMode, ModelOptions, RowOptions, ScoringOptions, ServeOptions
 from .groups import model_options, reward_row_options, scoring_options, uses
-from .options import option
+from .options import choices, option
 
 SERVER = "Server"
 LIMITS = "Limits"
@@ -18,7 +18,7 @@ def server_options(
         str,
         option(
             "--host",
-            help="Address to listen on (0.0.0.0: every interface).",
+            help="Address to listen on; 0.0.0.0 listens on all interfaces.",
             panel=SERVER,
             metavar="ADDR",
         ),
@@ -31,7 +31,7 @@ def server_options(
         option(
             "--api-key",
             help="Require Authorization: Bearer KEY on every route but /health "
-            "\\[default: $CODESCALER_API_KEY, else none].",
+            "\\[default: $CODESCALER_API_KEY, else none; an empty key is an error].",
             panel=SERVER,
             metavar="KEY",
             show_default=False,
@@ -41,8 +41,10 @@ def server_options(
         ExtractMode,
         option(
             "--classify-extract",
-            help="/classify: how the assistant turn is read; none scores the text as given, like vLLM.",
+            help=f"/classify: how the assistant turn is read, {choices(ExtractMode)} (none "
+            "scores the text as given, like vLLM).",
             panel=SERVER,
+            metavar="MODE",
         ),
     ] = D.classify_extract,
     served_model_name: Annotated[
@@ -100,11 +102,38 @@ def server_options(
         float,
         option(
             "--request-timeout",
-            help="Seconds a request may wait for its scores (504).",
+            help="Seconds a request may wait for scores (504).",
             panel=LIMITS,
             metavar="S",
         ),
     ] = D.request_timeout_s,
+    header_timeout: Annotated[
+        float,
+        option(
+            "--header-timeout",
+            help="Seconds a request may take to send its headers; slower connections are closed.",
+            panel=LIMITS,
+            metavar="S",
+        ),
+    ] = D.header_timeout_s,
+    body_timeout: Annotated[
+        float,
+        option(
+            "--body-timeout",
+            help="Seconds a request may take to send its body after its headers.",
+            panel=LIMITS,
+            metavar="S",
+        ),
+    ] = D.body_timeout_s,
+    shutdown_timeout: Annotated[
+        float,
+        option(
+            "--shutdown-timeout",
+            help="After SIGTERM or Ctrl-C, seconds to finish what is in flight before exiting.",
+            panel=LIMITS,
+            metavar="S",
+        ),
+    ] = D.shutdown_timeout_s,
 ) -> ServeOptions:
     opts = ServeOptions(
         host=host,
@@ -118,6 +147,9 @@ def server_options(
         max_request_bytes=max_request_bytes,
         max_items=max_items,
         request_timeout_s=request_timeout,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        shutdown_timeout_s=shutdown_timeout,
     )
     opts.validate()
     return opts
@@ -132,7 +164,7 @@ def serve(
     Routes: POST /v1/rewards (native), POST /get_reward (OpenRLHF), POST /classify (vLLM's
     API, for verl), GET /health, GET /v1/models, GET /metrics. Concurrent requests are
     scored together; every score equals that candidate's score alone. Needs the serve
-    extra (the package's serve extra).
+    extra: pip install 'codescaler-cli[serve]'.
     """
     from ..errors import MissingDependencyError
 
@@ -143,7 +175,18 @@ def serve(
         raise MissingDependencyError(
             "codescaler serve needs the serve extra: pip install 'codescaler-cli[serve]'"
         ) from None
-    from ..engines.server.app import serve as run_server
-    from ..engines.server.service import Service
+    from ..serve.app import serve as run_server
+    from ..serve.service import Service
 
     run_server(Service(model, scoring, rows, server))
+    # Stopped cleanly: every answer is sent and the sockets are closed. Skip the
+    # interpreter's teardown of torch and the model (seconds on a busy machine), so that a
+    # stop ends within --shutdown-timeout.
+    import logging
+    import os
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -18,7 +18,7 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "codescaler_requests",
-            "HTTP requests by route and status",
+            "HTTP requests by route and status (cancelled: the client left before its answer)",
             ["route", "status"],
             registry=r,
         )
@@ -44,6 +44,13 @@ class Metrics:
         self.batch_requests = Histogram(
             "codescaler_batch_requests", "Requests per batch", buckets=SIZE_BUCKETS, registry=r
         )
+        self.abandoned = Counter(
+            "codescaler_abandoned_candidates",
+            "Candidates of requests whose client left: dropped before scoring, or scored "
+            "in a batch already running and discarded",
+            ["stage"],
+            registry=r,
+        )
         depth = Gauge("codescaler_queue_depth", "Candidates waiting for a batch", registry=r)
         depth.set_function(queue_depth)
 
@@ -56,7 +63,10 @@ class Metrics:
         self.batch_candidates.observe(report.candidates)
         self.batch_requests.observe(report.requests)
 
-    def request(self, route: str, status: int, seconds: float) -> None:
+    def abandon(self, candidates: int, scored: bool) -> None:
+        self.abandoned.labels("discarded" if scored else "dropped").inc(candidates)
+
+    def request(self, route: str, status: int | str, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 

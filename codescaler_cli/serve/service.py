@@ -1,6 +1,8 @@
-"""The server engine: the same model, scorer, extraction and shaping as ``codescaler score``,
-behind the HTTP routes (app.py). Each route turns its request into candidates here, the
-batcher scores them with everything else in flight, and the answers are shaped here.
+"""The server's scoring service: the same model, scorer, extraction and shaping as
+``codescaler score``, behind the HTTP routes (app.py). Each route turns its request into
+candidates here, the batcher scores them with everything else in flight, and the answers
+are shaped here. A request whose client leaves stops where it is: between extraction
+chunks, in the queue, or (with nobody else in its batch) between forward passes.
 """
 
 from __future__ import annotations
@@ -12,25 +14,27 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ...config import ExtractMode, ModelOptions, RowOptions, ScoringOptions, ServeOptions, Shaping
-from ...extract import Extraction
-from ...shaping import sigmoid
-from ...stages import extract_responses, score_columns
-from .batcher import Batcher, Candidate, Scored, Ticket
+from ..config import ExtractMode, ModelOptions, RowOptions, ScoringOptions, ServeOptions, Shaping
+from ..extract import Extraction
+from ..shaping import sigmoid
+from ..stages import extract_responses, score_columns
+from .batcher import Batcher, Candidate, Closed, QueueFull, Scored, Ticket
+from .body import RequestError, activation, choice, item_id, text
 from .metrics import Metrics
-from .parse import ParseError, conversation_of, messages_of, question_of, response_of
+from .parse import (
+    Layout,
+    ParseError,
+    layout_of,
+    messages_of,
+    read_conversations,
+    read_queries,
+)
+from .prep import Client, Prep
 
 if TYPE_CHECKING:
-    from ...model.reward_model import RewardModel
+    from ..model.reward_model import RewardModel
 
-
-class RequestError(Exception):
-    """A request this server refuses: ``status`` and a one-line message."""
-
-    def __init__(self, status: int, message: str, kind: str = "BadRequestError") -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
+EXTRACT_CHUNK = 32  # responses extracted between checks that the client is still there
 
 
 @dataclass
@@ -57,10 +61,12 @@ class Service:
         self.rm = reward_model
         self.scorer: Any = None
         self.batcher: Batcher | None = None
+        self.layout: Layout | None = None  # the reward model's template, for /classify text
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self.failed = threading.Event()
         self.metrics = Metrics(lambda: self.batcher.queue_depth if self.batcher else 0)
+        self.prep = Prep()
         self.name = serve.served_model_name or model.model
 
     # ------------------------------------------------------------ lifecycle
@@ -71,20 +77,32 @@ class Service:
 
     def _load(self) -> None:
         try:
-            from ...scoring.build import build_scorer
+            from ..scoring.build import build_scorer
 
             self.scorer = build_scorer(self.rm or self.model_options, self.scoring_options)
             self.rm = self.scorer.rm
-            self.batcher = Batcher(self.scorer, self.options, self.metrics.batch)
+            tok = self.rm.tokenizer
+            try:
+                self.layout = layout_of(lambda m: tok.apply_chat_template(m, tokenize=False))
+            except Exception:  # no usable template: /classify text asks for messages instead
+                self.layout = None
+            self.batcher = Batcher(
+                self.scorer, self.options, self.metrics.batch, self.metrics.abandon
+            )
             self.ready.set()
         except BaseException as exc:
             self.error = exc
             self.failed.set()
 
-    def close(self) -> None:
-        """Score what is queued, then stop."""
+    def begin_shutdown(self, grace: float) -> None:
+        """A stop signal: from now, at most ``grace`` seconds of scoring."""
         if self.batcher is not None:
-            self.batcher.close()
+            self.batcher.stop_within(grace)
+
+    def close(self) -> None:
+        """Score what is queued, within the shutdown grace period, then stop."""
+        if self.batcher is not None:
+            self.batcher.close(self.options.shutdown_timeout_s)
 
     # ------------------------------------------------------------ scoring
 
@@ -97,11 +115,13 @@ class Service:
                 503, "the model is still loading; retry shortly", "ServiceUnavailable"
             )
 
-    async def score(self, items: list[Candidate], ticket: Ticket | None = None) -> list[Scored]:
+    async def score(
+        self, items: list[Candidate], ticket: Ticket | None = None, client: Client | None = None
+    ) -> list[Scored]:
         self._require_ready()
-        from .batcher import Closed, QueueFull
-
         assert self.batcher is not None
+        client = client or Client()
+        client.check()
         try:
             future = self.batcher.submit(items, ticket)
         except QueueFull:
@@ -111,15 +131,27 @@ class Service:
             ) from None  # fmt: skip
         except Closed:
             raise RequestError(503, "the server is shutting down", "ServiceUnavailable") from None
+        waiter = asyncio.wrap_future(future)
         try:
-            return await asyncio.wait_for(
-                asyncio.wrap_future(future), self.options.request_timeout_s
+            done, _ = await asyncio.wait(
+                {waiter, client.left} if client.left else {waiter},
+                timeout=self.options.request_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
             )
-        except asyncio.TimeoutError:
-            future.cancel()
-            raise RequestError(
-                504, f"no answer within {self.options.request_timeout_s:g} s", "Timeout"
-            ) from None
+        except asyncio.CancelledError:  # shutdown past its grace period
+            self.batcher.cancel(future)
+            raise
+        if waiter in done:
+            try:
+                return waiter.result()
+            except Closed:
+                raise RequestError(
+                    503, "the server is shutting down", "ServiceUnavailable"
+                ) from None
+        self.batcher.cancel(future)
+        waiter.cancel()
+        client.check()
+        raise RequestError(504, f"no answer within {self.options.request_timeout_s:g} s", "Timeout")
 
     async def score_pairs(
         self,
@@ -128,37 +160,48 @@ class Service:
         extract: ExtractMode,
         shaping: Shaping,
         ticket: Ticket | None = None,
+        client: Client | None = None,
     ) -> Scoring:
         """Extract, score and shape as ``codescaler score`` does, row for row."""
         self._require_ready()
+        client = client or Client()
         limit = self.scorer.max_response_chars
-        extractions = await asyncio.to_thread(extract_responses, responses, extract, limit)
+        extractions: list[Extraction] = []
+        for i in range(0, len(responses), EXTRACT_CHUNK):
+            client.check()
+            part = responses[i : i + EXTRACT_CHUNK]
+            extractions += await self.prep.call(extract_responses, part, extract, limit)
         items = [Candidate(q, e.code) for q, e in zip(questions, extractions, strict=True)]
-        scored = await self.score(items, ticket)
+        scored = await self.score(items, ticket, client)
         return Scoring(extractions, score_columns(extractions, _pair_scores(scored), shaping))
 
     # ------------------------------------------------------------ routes
 
-    async def rewards(self, body: dict[str, Any], ticket: Ticket | None = None) -> dict[str, Any]:
+    async def rewards(
+        self, body: dict[str, Any], ticket: Ticket | None = None, client: Client | None = None
+    ) -> dict[str, Any]:
         """POST /v1/rewards (native)."""
         items = body.get("items")
         if not isinstance(items, list):
             raise RequestError(400, "'items' must be a list of {question, response} objects")
         self._check_count(len(items))
+        ids = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise RequestError(400, f"items[{i}] must be an object")
             for key in ("question", "response"):
-                _text(item.get(key), f"items[{i}].{key}")
-        extract = _choice(ExtractMode, body.get("extract"), self.rows.extract, "extract")
-        shaping = _choice(Shaping, body.get("shaping"), self.rows.shaping, "shaping")
+                text(item.get(key), f"items[{i}].{key}")
+            ids.append(item_id(item.get("id"), f"items[{i}].id"))
+        extract = choice(ExtractMode, body.get("extract"), self.rows.extract, "extract")
+        shaping = choice(Shaping, body.get("shaping"), self.rows.shaping, "shaping")
+        questions = [x["question"] for x in items]
         done = await self.score_pairs(
-            [x["question"] for x in items], [x["response"] for x in items], extract, shaping, ticket
+            questions, [x["response"] for x in items], extract, shaping, ticket, client
         )
         cols = done.columns
         results = [
             {
-                "id": item.get("id"),
+                "id": ids[i],
                 "score": cols["score"][i],
                 "reward": cols["reward"][i],
                 "code": e.code,
@@ -167,45 +210,39 @@ class Service:
                 "n_tokens": cols["n_tokens"][i],
                 "truncated": cols["truncated"][i],
             }
-            for i, (item, e) in enumerate(zip(items, done.extractions, strict=True))
+            for i, e in enumerate(done.extractions)
         ]
         scored = [t for t in cols["n_tokens"] if t is not None]
         usage = {"candidates": len(items), "scored": sum(s is not None for s in cols["score"])}
         return {"results": results, "usage": {**usage, "tokens": sum(scored)}}
 
     async def get_reward(
-        self, body: dict[str, Any], ticket: Ticket | None = None
+        self, body: dict[str, Any], ticket: Ticket | None = None, client: Client | None = None
     ) -> dict[str, Any]:
         """POST /get_reward (OpenRLHF's remote reward model)."""
-        queries = body.get("query")
+        queries, prompts = body.get("query"), body.get("prompts")
         if not isinstance(queries, list):
             raise RequestError(400, "'query' must be a list of strings")
         for i, query in enumerate(queries):
-            _text(query, f"query[{i}]")
-        prompts = body.get("prompts")
-        if prompts is not None and (
-            not isinstance(prompts, list) or len(prompts) != len(queries)
-            or not all(isinstance(p, str) for p in prompts)
-        ):  # fmt: skip
+            text(query, f"query[{i}]")
+        if prompts is None:
+            raise RequestError(
+                400, "'prompts' is required: each query's prompt, so that the response is "
+                "read as the query minus it",
+            )  # fmt: skip
+        if not isinstance(prompts, list) or len(prompts) != len(queries):
             raise RequestError(400, "'prompts' must be a list of strings, one per query")
-        for i, prompt in enumerate(prompts or []):
-            _text(prompt, f"prompts[{i}]")
+        for i, prompt in enumerate(prompts):
+            text(prompt, f"prompts[{i}]")
         self._check_count(len(queries))
-        pads = self._pad_tokens()
-        questions, responses = [], []
-        for i, query in enumerate(queries):
-            try:
-                if prompts is None:
-                    q, r = conversation_of(query, pads)
-                else:
-                    q, r = question_of(prompts[i]), response_of(query, prompts[i], pads)
-            except ParseError as exc:
-                raise RequestError(400, f"query[{i}]: {exc}") from None
-            questions.append(q)
-            responses.append(r)
+        try:
+            pairs = await self.prep.call(read_queries, queries, prompts, self._pad_tokens())
+        except ParseError as exc:
+            raise RequestError(400, str(exc)) from None
         done = await self.score_pairs(
-            questions, responses, self.rows.extract, self.rows.shaping, ticket
-        )
+            [q for q, _ in pairs], [r for _, r in pairs], self.rows.extract, self.rows.shaping,
+            ticket, client,
+        )  # fmt: skip
         cols = done.columns
         flags = {k: [float(bool(v)) for v in cols[k]] for k in ("code_valid", "truncated")}
         return {
@@ -218,39 +255,35 @@ class Service:
             "extract_method": [e.method for e in done.extractions],  # strings: not in extra_logs
         }
 
-    async def classify(self, body: dict[str, Any], ticket: Ticket | None = None) -> dict[str, Any]:
+    async def classify(
+        self, body: dict[str, Any], ticket: Ticket | None = None, client: Client | None = None
+    ) -> dict[str, Any]:
         """POST /classify (vLLM's pooling API, as verl's reward loop calls it)."""
         inputs, messages = body.get("input"), body.get("messages")
         if (inputs is None) == (messages is None):
             raise RequestError(
                 400, "give either 'input' (a string or list of strings) or 'messages'"
             )
+        texts: list[str] | None = None
         if messages is not None:
-            texts = None
-            conversations = [messages]
             for i, m in enumerate(messages if isinstance(messages, list) else []):
                 if isinstance(m, dict) and m.get("content") is not None:
-                    _text(m["content"], f"messages[{i}].content")
+                    text(m["content"], f"messages[{i}].content")
         else:
             texts = [inputs] if isinstance(inputs, str) else inputs
-            if (
-                not isinstance(texts, list)
-                or not texts
-                or not all(isinstance(t, str) for t in texts)
-            ):
+            if not isinstance(texts, list) or not texts:
                 raise RequestError(400, "'input' must be a string or a non-empty list of strings")
-            conversations = None
-        n = len(texts) if texts is not None else 1
-        self._check_count(n)
-        activation = _activation(body)
+            for i, t in enumerate(texts):
+                text(t, f"input[{i}]")
+        self._check_count(len(texts) if texts is not None else 1)
+        use_activation = activation(body)
         mode = ExtractMode(self.options.classify_extract)
         if mode == ExtractMode.none:
-            if texts is None:
-                texts = [self._render(messages)]
-            for i, text in enumerate(texts):
-                if not text.strip():
+            texts = texts if texts is not None else [self._render(messages)]
+            for i, t in enumerate(texts):
+                if not t.strip():
                     raise RequestError(400, f"input[{i}] is empty")
-            scored = await self.score([Candidate("", t, raw=True) for t in texts], ticket)
+            scored = await self.score([Candidate("", t, raw=True) for t in texts], ticket, client)
             for i, s in enumerate(scored):
                 if s.score is None:
                     limit = self.scoring_options.max_length
@@ -260,17 +293,11 @@ class Service:
             values = [s.score for s in scored]
             tokens = sum(s.n_tokens or 0 for s in scored)
         else:
-            try:
-                pairs = (
-                    [messages_of(m) for m in conversations]
-                    if conversations is not None
-                    else [conversation_of(t, self._pad_tokens()) for t in texts or []]
-                )
-            except ParseError as exc:
-                raise RequestError(400, str(exc)) from None
+            pairs = await self._conversations(texts, messages)
             done = await self.score_pairs(
-                [q for q, _ in pairs], [r for _, r in pairs], mode, self.rows.shaping, ticket
-            )
+                [q for q, _ in pairs], [r for _, r in pairs], mode, self.rows.shaping,
+                ticket, client,
+            )  # fmt: skip
             values = done.columns["reward"]
             tokens = sum(t or 0 for t in done.columns["n_tokens"])
         label = (getattr(self.rm.model.config, "id2label", None) or {}).get(0, "LABEL_0")
@@ -278,7 +305,7 @@ class Service:
             {
                 "index": i,
                 "label": label,
-                "probs": [sigmoid(v) if activation else float(v)],
+                "probs": [sigmoid(v) if use_activation else float(v)],
                 "num_classes": 1,
             }
             for i, v in enumerate(values)
@@ -313,6 +340,21 @@ class Service:
 
     # ------------------------------------------------------------ helpers
 
+    async def _conversations(self, texts: list[str] | None, messages: Any) -> list[tuple[str, str]]:
+        try:
+            if texts is None:
+                return [messages_of(messages)]
+        except ParseError as exc:
+            raise RequestError(400, str(exc)) from None
+        if self.layout is None:
+            raise RequestError(
+                400, "this model's chat template cannot be read back from text; send messages"
+            )
+        try:
+            return await self.prep.call(read_conversations, texts, self.layout, self._pad_tokens())
+        except ParseError as exc:
+            raise RequestError(400, str(exc)) from None
+
     def _check_count(self, n: int) -> None:
         if n > self.options.max_items:
             raise RequestError(
@@ -322,7 +364,8 @@ class Service:
 
     def _pad_tokens(self) -> list[str]:
         tok = self.rm.tokenizer if self.rm is not None else None
-        return [t for t in (getattr(tok, "pad_token", None), getattr(tok, "eos_token", None)) if t]
+        pad = getattr(tok, "pad_token", None)
+        return [pad] if isinstance(pad, str) and pad else []
 
     def _render(self, messages: Any) -> str:
         try:
@@ -332,43 +375,8 @@ class Service:
             raise RequestError(400, str(exc)) from None
 
 
-def _text(value: Any, where: str) -> str:
-    """A request's string, refused (400) when it is not one, or holds a lone surrogate
-    (valid JSON, but no text: it would fail the whole batch in the tokenizer)."""
-    if not isinstance(value, str):
-        raise RequestError(400, f"{where} must be a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise RequestError(
-            400, f"{where} holds a lone surrogate (\\ud800-\\udfff), not text"
-        ) from None
-    return value
-
-
-def _choice(kind: Any, value: Any, default: Any, name: str) -> Any:
-    if value is None:
-        return default
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(c.value for c in kind)
-        raise RequestError(400, f"'{name}' must be one of {choices}, got {value!r}") from None
-
-
-def _activation(body: dict[str, Any]) -> bool:
-    """vLLM's ``use_activation`` (older clients: ``activation``, ``softmax``); default on."""
-    for key in ("use_activation", "activation", "softmax"):
-        value = body.get(key)
-        if value is not None:
-            if not isinstance(value, bool):
-                raise RequestError(400, f"'{key}' must be true or false")
-            return value
-    return True
-
-
 def _pair_scores(scored: list[Scored]) -> Any:
-    from ...scoring.scorer import PairScores
+    from ..scoring.scorer import PairScores
 
     return PairScores(
         [s.score for s in scored],
