@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ModelOptions
-from .load import dtype_name, resolve_device, resolve_dtype
+from .load import dtype_for, resolve_target
 
 # Files up to this size are hashed whole (config, tokenizer, template); larger ones (weights)
 # by their size, mtime, safetensors header and the first and last bytes of their data.
@@ -19,18 +19,17 @@ SAMPLE_BYTES = 1 << 20
 
 
 def model_fingerprint(options: ModelOptions, device: str | None) -> dict[str, Any]:
-    """``device``: where the model runs (default: resolved here)."""
-    import torch
-
-    dev = torch.device(device) if device else resolve_device(options.device)
+    """``device``: where the model runs (default: resolved here, without torch when that is
+    certain: a run answered from the score cache never imports it)."""
+    kind = str(device).split(":")[0] if device else resolve_target(options).device_type
     name = options.model
     local = os.path.isdir(name)
     files = Path(name) if local else _cached_snapshot(name, options.revision)
     return {
         "model": os.path.abspath(name) if local else name,
         "revision": options.revision,
-        "dtype": dtype_name(resolve_dtype(options.dtype, dev)),
-        "device_type": dev.type,
+        "dtype": dtype_for(options.dtype, kind),
+        "device_type": kind,
         "files": files_digest(files) if files is not None else None,
     }
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import DEVICES_HELP, ModelOptions
-from ..errors import ModelError, UsageError
-from .reward_model import RewardModel
+from ..config import DEVICES_HELP, Dtype, ModelOptions
+from ..errors import ModelError, UsageError, describe_error
+from .reward_model import RewardModel, encode, render
 
 if TYPE_CHECKING:
     import torch
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = tuple(d.value for d in Dtype)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -52,21 +55,8 @@ def resolve_device(spec: str) -> torch.device:
 def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     import torch
 
-    spec = str(spec or "auto").lower()
-    if spec == "auto":
-        # bf16 on CUDA as the weights ship; fp32 on CPU, where bf16 is ~8x slower.
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    table = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-    }
-    if spec not in table:
-        raise UsageError(f"--dtype {spec!r}: expected one of {', '.join(DTYPES)}")
-    return table[spec]
+    # auto: bf16 on CUDA as the weights ship; fp32 on CPU, where bf16 is ~8x slower.
+    return getattr(torch, dtype_for(spec, device.type))
 
 
 def default_token_budget(device: torch.device) -> int:
@@ -99,7 +89,7 @@ def _flash_attn_available() -> bool:
 
 def _friendly_load_error(name: str, exc: BaseException) -> ModelError:
     full = str(exc)
-    text = (full.strip() or type(exc).__name__).splitlines()[0][:300]
+    text = describe_error(exc)
     if "trust_remote_code" in full:
         return ModelError(
             f"{name} needs its own Python code to load (custom model or tokenizer classes); "
@@ -156,11 +146,26 @@ def _check_weights_format(name: str, allow_pickle: bool) -> None:
         )
 
 
-def load_reward_model(options: ModelOptions) -> RewardModel:
-    """Load tokenizer + one-label sequence-classification model, with every check up front."""
-    import torch
+@dataclass
+class ModelText:
+    """What turns text into token ids: the config and tokenizer, checked, without weights."""
+
+    name: str
+    revision: str | None
+    config: Any
+    tokenizer: Any
+    pad_id: int
+    common: dict[str, Any]
+
+    def render(self, question: str, code: str) -> str:
+        return render(self.tokenizer, question, code)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return encode(self.tokenizer, texts)
+
+
+def _quiet_transformers() -> None:
     import transformers
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     transformers.logging.set_verbosity_error()
     try:  # the Hub client logs each network retry; our one-line error says it better
@@ -170,9 +175,14 @@ def load_reward_model(options: ModelOptions) -> RewardModel:
     except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
         pass
     transformers.logging.disable_progress_bar()  # our own progress display owns stderr
+
+
+def load_text(options: ModelOptions) -> ModelText:
+    """Config and tokenizer with every check that needs no weights (enough to tokenize)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    _quiet_transformers()
     name = options.model
-    device = resolve_device(options.device)
-    dtype = resolve_dtype(options.dtype, device)
     _check_weights_format(name, options.allow_pickle_weights)
     common = {"revision": options.revision, "trust_remote_code": options.trust_remote_code}
     try:
@@ -208,17 +218,31 @@ def load_reward_model(options: ModelOptions) -> RewardModel:
             "the model would pool a padding position. Fix the model's config"
         )
     pad = int(cfg_pad if cfg_pad is not None else tok_pad)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token_id = pad
+    return ModelText(name, options.revision, config, tokenizer, pad, common)
+
+
+def load_weights(options: ModelOptions, text: ModelText) -> RewardModel:
+    """The weights of the model ``text`` was loaded from, on the options' device and dtype."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    name = options.model
+    device = resolve_device(options.device)
+    dtype = resolve_dtype(options.dtype, device)
     attn = options.attn_implementation
     if attn is None:
         usable = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
         attn = "flash_attention_2" if usable and _flash_attn_available() else "sdpa"
     load = {
-        "config": config,
+        "config": text.config,
         "dtype": dtype,
         "attn_implementation": attn,
         "use_safetensors": None if options.allow_pickle_weights else True,
         "output_loading_info": True,
-        **common,
+        **text.common,
     }
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(name, **load)
@@ -231,12 +255,102 @@ def load_reward_model(options: ModelOptions) -> RewardModel:
         raise ModelError(
             f"{name}: checkpoint has no score head ({', '.join(missing)}); not a reward model"
         )
-    model.config.pad_token_id = pad
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token_id = pad
+    model.config.pad_token_id = text.pad_id
     model.to(device)
     model.eval()
-    rm = RewardModel(tokenizer, model, name=name, revision=options.revision)
+    rm = RewardModel(text.tokenizer, model, name=name, revision=options.revision)
+    rm.commit = rm.commit or model_commit(name, options.revision)
     if options.compile:
         rm.compile()
     return rm
+
+
+def load_reward_model(options: ModelOptions) -> RewardModel:
+    """Load tokenizer + one-label sequence-classification model, with every check up front."""
+    # Device errors (no CUDA, say) come before any file is read.
+    resolve_dtype(options.dtype, resolve_device(options.device))
+    return load_weights(options, load_text(options))
+
+
+# ---------------------------------------------------------------- without torch
+
+_SNAPSHOT = re.compile(r"[/\\]snapshots[/\\]([0-9a-f]{40})(?:[/\\]|$)")
+
+
+def model_commit(name: str, revision: str | None) -> str | None:
+    """The Hub commit a model was loaded from: its snapshot directory's name (a local
+    directory outside the Hub's cache has none). Reads the local cache only."""
+    path: Any = None
+    if os.path.isdir(name):
+        path = os.path.realpath(name)
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            path = try_to_load_from_cache(name, "config.json", revision=revision)
+        except Exception:
+            path = None
+    match = _SNAPSHOT.search(path) if isinstance(path, str) else None
+    return match.group(1) if match else None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and in what precision a model runs, by name (torch is not needed to know)."""
+
+    device: str  # as str(torch.device): cpu, cuda, cuda:1, mps
+    dtype: str  # float32, bfloat16, float16
+    attn: str  # the attention implementation the load asks for
+    compiled: bool
+
+    @property
+    def device_type(self) -> str:
+        return self.device.split(":")[0]
+
+
+def _torch_is_cpu_only() -> bool:
+    """Whether the installed torch is a CPU-only build, read from its version file (importing
+    torch takes seconds, which a run answered from the cache should not pay)."""
+    import importlib.util
+
+    if sys.platform == "darwin":  # MPS
+        return False
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    path = Path(next(iter(spec.submodule_search_locations)), "version.py")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    found = dict(re.findall(r"^(cuda|hip|xpu)\b[^=\n]*=\s*(.+)$", text, re.M))
+    return set(found) >= {"cuda", "hip"} and all(v.strip() == "None" for v in found.values())
+
+
+def dtype_for(spec: str, device_type: str) -> str:
+    """The dtype a load uses, by name (see resolve_dtype)."""
+    spec = str(spec or "auto").lower()
+    if spec == "auto":
+        return "bfloat16" if device_type == "cuda" else "float32"
+    names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    spec = names.get(spec, spec)
+    if spec not in ("float32", "bfloat16", "float16"):
+        raise UsageError(f"--dtype {spec!r}: expected one of {', '.join(DTYPES)}")
+    return spec
+
+
+def resolve_target(options: ModelOptions) -> Target:
+    """Device, dtype and attention of a load; without importing torch where that is certain
+    (``--device cpu``, or ``auto`` with a CPU-only torch), else as the load resolves them."""
+    spec = str(options.device or "auto").strip().lower()
+    if spec == "cpu" or (spec == "auto" and _torch_is_cpu_only()):
+        device = "cpu"
+    else:
+        device = str(resolve_device(spec))
+    kind = device.split(":")[0]
+    dtype = dtype_for(options.dtype, kind)
+    attn = options.attn_implementation
+    if attn is None:
+        usable = kind == "cuda" and dtype in ("float16", "bfloat16")
+        attn = "flash_attention_2" if usable and _flash_attn_available() else "sdpa"
+    return Target(device, dtype, attn, bool(options.compile))

@@ -18,6 +18,20 @@ if TYPE_CHECKING:
     import torch
 
 
+def render(tokenizer: Any, question: str, code: str) -> str:
+    """The conversation as the model card renders it, with the tokenizer's own template."""
+    conv = [{"role": "user", "content": question}, {"role": "assistant", "content": code}]
+    return tokenizer.apply_chat_template(conv, tokenize=False)
+
+
+def encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    # Same call as the model card (tokenizer defaults), minus truncation: over-long
+    # inputs are shortened on purpose by the caller, never cut from the right.
+    return tokenizer(texts)["input_ids"]
+
+
 @dataclass
 class PrefixStates:
     """Cached key/value states of a batch of shared prompts (right-padded)."""
@@ -59,15 +73,10 @@ class RewardModel:
     # ------------------------------------------------------------ text -> ids
 
     def render(self, question: str, code: str) -> str:
-        conv = [{"role": "user", "content": question}, {"role": "assistant", "content": code}]
-        return self.tokenizer.apply_chat_template(conv, tokenize=False)
+        return render(self.tokenizer, question, code)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        # Same call as the model card (tokenizer defaults), minus truncation: over-long
-        # inputs are shortened on purpose by the caller, never cut from the right.
-        return self.tokenizer(texts)["input_ids"]
+        return encode(self.tokenizer, texts)
 
     # ------------------------------------------------------------ forward passes
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..model.reward_model import RewardModel
+    from ..cache.keys import Entry
+    from ..model.lazy import LazyRewardModel
 
 # Rounds of cutting the question before giving up on fitting a conversation.
 FIT_ROUNDS = 12
@@ -30,11 +31,16 @@ class Encoded:
 
 @dataclass
 class Prepared:
-    """Deduplicated, tokenized pairs ready for the model."""
+    """Deduplicated pairs, looked up in the score cache, the misses tokenized."""
 
     owner: list[int]  # per input row: index into the unique pairs, -1 for no code
-    questions: list[str]
-    encoded: list[Encoded]
+    questions: list[str]  # of the unique pairs ("" for whole texts)
+    encoded: list[Encoded | None]  # None: answered from the cache (see hits)
+    codes: list[str] | None = None  # of the unique pairs (whole texts with ``texts``)
+    keys: list[bytes] | None = None  # cache keys of the unique pairs (None: no cache)
+    hits: list[Entry | None] | None = None  # stored results of the unique pairs
+    texts: bool = False  # whole model inputs, scored as given
+    version: object = None  # the store's state when looked up (store.ScoreStore.version)
 
 
 def dedup(
@@ -62,20 +68,23 @@ def dedup(
 class Encoder:
     """Token ids of (question, code) conversations within ``max_length`` tokens."""
 
-    def __init__(self, rm: RewardModel, max_length: int) -> None:
+    def __init__(self, rm: LazyRewardModel, max_length: int) -> None:
         self.rm = rm
         self.max_length = max_length
-        self._max_chars: int | None = None
+        self._longest: int | None = None
 
     @property
-    def max_chars(self) -> int:
+    def longest_token(self) -> int:
+        """The vocabulary's longest entry, in characters (loads the tokenizer)."""
+        if self._longest is None:
+            self._longest = max(max((len(t) for t in self.rm.tokenizer.get_vocab()), default=1), 1)
+        return self._longest
+
+    def max_chars(self, longest_token: int | None = None) -> int:
         """More characters than this can never fit in ``max_length`` tokens: no token of the
         vocabulary covers more than its longest entry. Checked before extracting or
         tokenizing, so a response of megabytes costs nothing."""
-        if self._max_chars is None:
-            longest = max((len(t) for t in self.rm.tokenizer.get_vocab()), default=1)
-            self._max_chars = self.max_length * max(longest, 1) * NORMALISATION_MARGIN
-        return self._max_chars
+        return self.max_length * (longest_token or self.longest_token) * NORMALISATION_MARGIN
 
     def encode_pairs(self, questions: Sequence[str], codes: Sequence[str]) -> list[Encoded]:
         texts = [self.rm.render(q, c) for q, c in zip(questions, codes, strict=True)]
@@ -113,22 +122,12 @@ class Encoder:
             keep -= over if offsets is not None else max(over * 2, 1)
         return Encoded(None, True, full)
 
-    def prepare_texts(self, texts: Sequence[str], dedup_texts: bool = True) -> Prepared:
-        """Whole model inputs, tokenized as given (no chat template): they fit or are too long;
-        there is no question to shorten. Their common group key lets shared prefixes (a
-        system prompt) run once."""
-        owner, keys, unique = dedup([""] * len(texts), texts, dedup_texts)
-        encoded = [
+    def encode_texts(self, texts: Sequence[str]) -> list[Encoded]:
+        """Whole model inputs, tokenized as given (no chat template): they fit or are too
+        long; there is no question to shorten."""
+        return [
             Encoded(ids, False, len(ids))
             if len(ids) <= self.max_length
             else Encoded(None, True, len(ids))
-            for ids in self.rm.encode(list(unique))
+            for ids in self.rm.encode(list(texts))
         ]
-        return Prepared(owner, keys, encoded)
-
-    def prepare(
-        self, questions: Sequence[str], codes: Sequence[str], dedup_pairs: bool = True
-    ) -> Prepared:
-        """Dedup and tokenize (CPU work that can run ahead of the forward passes)."""
-        owner, uq, uc = dedup(questions, codes, dedup_pairs)
-        return Prepared(owner, uq, self.encode_pairs(uq, uc))

@@ -53,11 +53,11 @@ class ScoreStats:
 class Budget:
     """Padded tokens per forward pass, halved on out-of-memory; and the pass counters."""
 
-    def __init__(self, tokens: int, device: torch.device) -> None:
+    def __init__(self, tokens: int, device: torch.device, stats: ScoreStats | None = None) -> None:
         self.initial = tokens
         self.tokens = tokens
         self.device = device
-        self.stats = ScoreStats()
+        self.stats = stats if stats is not None else ScoreStats()
         self._lock = threading.Lock()
 
     def note_oom(self, rows: int, width: int) -> None:
