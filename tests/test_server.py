@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,49 +14,12 @@ import pytest
 
 from codescaler_cli.exactness import FLOAT32
 from support.reference import model_card_scores
+from support.serve import Server, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data" / "candidates.jsonl"
 TOL = FLOAT32
 GROUP_QUESTION = "Return the sum of the squares of a list of integers.\n" * 6
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, model: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "codescaler_cli", "serve", "--model", str(model),
-               "--device", "cpu", "--port", str(self.port), *args]  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE, text=True
-        )
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stderr.read()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the server did not get ready")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -504,7 +464,7 @@ def test_a_model_that_cannot_load_ends_the_server_with_its_error(tmp_path):
     from codescaler_cli.serve.service import Service
 
     broken = ModelOptions(model=str(tmp_path), device="cpu")  # a directory, no model in it
-    service = Service(broken, ScoringOptions(), RowOptions(), ServeOptions(port=_free_port()))
+    service = Service(broken, ScoringOptions(), RowOptions(), ServeOptions(port=free_port()))
     with pytest.raises(ModelError, match="cannot load model"):
         serve(service)  # stops by itself once the load fails
 
