@@ -367,3 +367,67 @@ def test_the_ray_spool_holds_one_chunk_at_a_time(tmp_path):
     rows = [r["i"] for w in got for r in w.ref.read().records]
     assert rows == list(range(9))
     assert got[2].ref.read().locations == ["<stdin>:5", "<stdin>:6"]
+
+
+def _feed_fifo(fifo: Path, data: bytes) -> threading.Thread:
+    def feed() -> None:
+        with open(fifo, "wb") as fh:  # blocks until a reader opens it
+            fh.write(data)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    return writer
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_a_run_over_a_pipe_never_resumes_and_starts_over_whole(tmp_path, monkeypatch):
+    """A pipe cannot be fingerprinted: an interrupted run over one is not resumed (its
+    rows could differ), and the rerun reads the pipe once, from its start."""
+    from codescaler_cli.engines import local
+
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    data = b"".join((json.dumps(r) + "\n").encode() for r in _rows(6))
+    out = tmp_path / "o.parquet"
+    real = local.prepare_chunk
+
+    def interrupt(chunk, *a, **k):
+        if chunk.index == 2:
+            raise KeyboardInterrupt
+        return real(chunk, *a, **k)
+
+    monkeypatch.setattr(local, "prepare_chunk", interrupt)
+    writer = _feed_fifo(fifo, data)
+    assert _extract(str(fifo), "-o", str(out), "--chunk-size", "2").exit_code == 130
+    writer.join(timeout=30)
+    assert len(list(Path(f"{out}.partial").glob("part-*.parquet"))) == 2
+    monkeypatch.setattr(local, "prepare_chunk", real)
+    writer = _feed_fifo(fifo, data)
+    r = _extract(str(fifo), "-o", str(out), "--chunk-size", "2")
+    writer.join(timeout=30)
+    assert r.exit_code == 0 and "resuming" not in r.stderr
+    assert _ids(out) == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX FIFOs")
+def test_streams_copied_for_a_second_reading_keep_their_names_and_layout(tmp_path):
+    """What rerank and eval-pairs read twice: stdin and pipes copied to files, read as the
+    streams would be (a JSON array on stdin; a compressed .jsonl pipe), named as they were."""
+    from codescaler_cli.io.inputs import copy_streams, resolve_inputs
+    from codescaler_cli.io.readers import iter_chunks
+
+    fifo = tmp_path / "pipe.jsonl.gz"
+    os.mkfifo(fifo)
+    lines = b"".join((json.dumps(r) + "\n").encode() for r in _rows(2, 10))
+    writer = _feed_fifo(fifo, gzip.compress(lines + b"[1]\n"))
+    stdin = io.BytesIO(json.dumps(_rows(3)).encode())
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    specs = copy_streams(resolve_inputs(["-", str(fifo)]), stdin, str(copies))
+    writer.join(timeout=30)
+    assert [s.is_stream for s in specs] == [False, False]
+    for _ in range(2):  # read as often as needed
+        chunks = list(iter_chunks(specs, 2))
+        assert [r["i"] for c in chunks for r in c.records] == [0, 1, 2, 10, 11]
+        assert chunks[0].locations == ["<stdin>[0]", "<stdin>[1]"]
+        assert [b.location for c in chunks for b in c.bad] == [f"{fifo}:3"]

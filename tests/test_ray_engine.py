@@ -173,10 +173,10 @@ def _local(specs, opts: RunOptions, threads: int = 1, **kw):
         return run(specs, opts, **kw)
 
 
-def _ray(specs, opts: RunOptions, cpus_per_worker: float = 1, **kw):
+def _ray(specs, opts: RunOptions, cpus_per_worker: float = 1, workers: int = 2, **kw):
     """Two actors; with one CPU each they run one torch thread, like ``_local``."""
     progress = _Messages()
-    ray_opts = RayOptions(num_workers=2, cpus_per_worker=cpus_per_worker)
+    ray_opts = RayOptions(num_workers=workers, cpus_per_worker=cpus_per_worker)
     summary = run(specs, opts, RayEngine(opts, ray_opts), progress=progress, **kw)
     return summary, progress.messages
 
@@ -379,7 +379,8 @@ def _reap(child: subprocess.Popen, marker: bytes) -> None:
 def test_model_that_cannot_load_fails_with_the_local_message(ray_cluster, tiny_model_dir, tmp_path):
     src = _write_jsonl(tmp_path / "in.jsonl", _rows(2, 5))
     specs = resolve_inputs([str(src)])
-    missing = tmp_path / "no-such-model"
+    missing = tmp_path / "not-a-model"  # a directory without a model in it
+    missing.mkdir()
     with pytest.raises(ModelError) as local_err:
         _local(specs, _cfg(missing, tmp_path / "local.parquet"))
     with pytest.raises(ModelError) as ray_err:
@@ -466,3 +467,38 @@ def test_both_readers_detect_fields_over_the_same_rows(tmp_path):
     ranged = next(chunk_refs(specs, 2000, ranges=True))
     assert streamed.chunk is not None and ranged.piece is not None
     assert streamed.columns() == ranged.columns() == ["question", "text", "response"]
+
+
+def test_inputs_read_on_the_driver_are_spooled_and_match_local(ray_cluster, tmp_path):
+    """stdin (a JSON array), a compressed file and a pretty-printed .json are read on the
+    driver a chunk at a time and spooled; with a plain .jsonl cut into ranges, the output
+    is the local engine's, in order, with the same rejected rows."""
+    import gzip
+
+    from codescaler_cli.config import RowOptions
+
+    rows = _rows(2, 4)
+    stdin = json.dumps(rows[:3]).encode()
+    (tmp_path / "b.jsonl.gz").write_bytes(
+        gzip.compress(b"".join((json.dumps(r) + "\n").encode() for r in rows[3:5]) + b"[1]\n")
+    )
+    (tmp_path / "c.json").write_text("\n".join(json.dumps(r, indent=2) for r in rows[5:7]))
+    _write_jsonl(tmp_path / "d.jsonl", rows[7:])
+    names = ["-", "b.jsonl.gz", "c.json", "d.jsonl"]
+    specs = resolve_inputs([n if n == "-" else str(tmp_path / n) for n in names])
+    kw = {"rows": RowOptions(score=False), "chunk_size": 2, "on_bad_row": OnBadRow.skip}
+    outs = {}
+    for name in ("local", "ray"):
+        opts = _cfg(tmp_path, tmp_path / f"{name}.jsonl", **kw)
+        if name == "local":
+            _local(specs, opts, stdin=io.BytesIO(stdin))
+        else:  # one actor is enough: what is proven happens on the driver
+            _ray(specs, opts, workers=1, stdin=io.BytesIO(stdin))
+        outs[name] = (tmp_path / f"{name}.jsonl").read_text()
+    assert [json.loads(x)["candidate"] for x in outs["ray"].splitlines()] == [
+        r["candidate"] for r in rows
+    ]
+    assert outs["ray"] == outs["local"]
+    assert (tmp_path / "ray.rejected.jsonl").read_text() == (
+        tmp_path / "local.rejected.jsonl"
+    ).read_text()

@@ -8,6 +8,7 @@ ends (io/checkpoint.py); a run that fails before finishing a chunk leaves nothin
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
@@ -79,10 +80,16 @@ def run(
                     if ref.index not in resumed:
                         yield Work(ref, found)
 
-            for result in engine.score(work(), progress):
-                gate.add(result.index, result.bad)
-                summarize_chunk(summary, result)
-                sink.add(result, lambda: _metadata(opts, fields, engine, sink.partial))
+            # Closed on the way out, even on an error: a pipe's reader lets go of it now,
+            # not whenever the traceback holding its frame is dropped.
+            with (
+                contextlib.closing(refs),
+                contextlib.closing(engine.score(work(), progress)) as results,
+            ):
+                for result in results:
+                    gate.add(result.index, result.bad)
+                    summarize_chunk(summary, result)
+                    sink.add(result, lambda: _metadata(opts, fields, engine, sink.partial))
             gate.finish()
             if not fields.by_input:
                 raise InputError(f"{specs[0].name}: input has no rows")

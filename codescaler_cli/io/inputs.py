@@ -20,10 +20,13 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import stat
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import IO
 
 from ..errors import InputError, UsageError
 from . import formats, records
@@ -42,10 +45,11 @@ class InputSpec:
     config: str | None = None
     # Said to the user when the run starts (files skipped or read once, ...).
     notices: tuple[str, ...] = field(default=(), compare=False)
+    label: str | None = field(default=None, compare=False)  # the name in messages, if not path
 
     @property
     def name(self) -> str:
-        return "<stdin>" if self.kind == "stdin" else self.path
+        return self.label or ("<stdin>" if self.kind == "stdin" else self.path)
 
     @property
     def is_file(self) -> bool:
@@ -267,6 +271,34 @@ def _saved_splits(path: str) -> list[str] | None:
     if not isinstance(splits, list) or not splits:
         return None
     return [str(s) for s in splits]
+
+
+_CODEC_SUFFIX = {"gzip": ".gz", "zstd": ".zst", "bz2": ".bz2", "xz": ".xz"}
+
+
+def copy_streams(
+    specs: list[InputSpec], stdin: IO[bytes] | None, directory: str
+) -> list[InputSpec]:
+    """``specs`` with each stream (stdin, a pipe) copied, as it comes, to a file in
+    ``directory``: for tasks that read their input more than once. The copy is read as the
+    stream would be (same layout rule and codec) and messages still name the stream."""
+    out = []
+    for k, spec in enumerate(specs):
+        if not spec.is_stream:
+            out.append(spec)
+            continue
+        suffix = (".jsonl" if spec.lines_only else ".json") + _CODEC_SUFFIX.get(
+            spec.compression or "", ""
+        )
+        path = os.path.join(directory, f"stream-{k}{suffix}")
+        with open(path, "wb") as fh:
+            if spec.kind == "stdin":
+                shutil.copyfileobj(stdin if stdin is not None else sys.stdin.buffer, fh, 1 << 20)
+            else:
+                with open(spec.path, "rb") as src:
+                    shutil.copyfileobj(src, fh, 1 << 20)
+        out.append(replace(spec, kind="jsonl", path=path, label=spec.name))
+    return out
 
 
 def fingerprint_inputs(specs: list[InputSpec]) -> str:

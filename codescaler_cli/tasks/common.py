@@ -23,6 +23,7 @@ from ..engines.loop import run
 from ..io.inputs import InputSpec
 from ..io.lock import holding
 from ..io.paths import check_paths
+from ..io.records import note_written
 from ..io.writers import atomic_path, dumps_row
 from ..progress import Progress, RunSummary
 from ..tables import JSON_COLUMNS_KEY, decoded_rows
@@ -142,6 +143,7 @@ class TableWriter:
             self.text.close()
         os.replace(self.tmp, self.output)  # type: ignore[arg-type]
         self.tmp = None
+        note_written([self.output])  # codescaler's: never read back as fresh input
 
     def abort(self) -> None:
         if self.parquet is not None:
