@@ -149,6 +149,29 @@ def test_earlier_outputs_in_an_input_directory_are_not_read_back(tmp_path, chunk
     assert r.exit_code == 0 and _ids(tmp_path / "parts.jsonl") == [0, 1, 2, 3, 4, 5]
 
 
+def test_a_directory_of_outputs_is_read_without_their_rejected_rows_and_reports(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in _rows(3)) + "{bad\n")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name in ("a.parquet", "b.jsonl"):
+        r = _extract(str(src), "-o", str(runs / name), "--on-bad-row", "skip",
+                     "--summary-json", str(runs / f"{name}.summary.json"))  # fmt: skip
+        assert r.exit_code == 0, r.output
+    assert (runs / "a.rejected.jsonl").exists()
+    out = tmp_path / "o.jsonl"
+    r = _extract(str(runs), "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert _ids(out) == [0, 1, 2, 0, 1, 2]
+    assert "not reading 4 file(s)" in r.stderr and "a.rejected.jsonl" in r.stderr
+    for f in runs.glob("*.parquet"):
+        f.unlink()
+    for f in runs.glob("*.jsonl"):
+        if "rejected" not in f.name:
+            f.unlink()
+    _one_line(_extract(str(runs), "-o", str(out)), 1, "only codescaler's rejected rows")
+
+
 def test_a_jsonl_output_edited_by_the_user_is_input_again(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -254,7 +254,7 @@ class PartialRun:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        records.note_written([rejected_path])
+        records.note_written([rejected_path], role="rejected")
 
     # ------------------------------------------------------------ manifest
 

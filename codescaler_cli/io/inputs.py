@@ -4,11 +4,12 @@ up front.
 Rules (decided here, once, for every command):
 
 * A file named on the command line is read, whatever it holds.
-* A directory or glob expands to its JSON and Parquet files, but files codescaler wrote
-  (Parquet with ``codescaler.*`` metadata; files listed in their directory's
-  ``.codescaler-outputs.json``, io/records.py) are skipped, with a notice, when it also
-  holds other files: earlier outputs next to the data are not read back as fresh rows. A
-  directory or glob holding only codescaler outputs (``-o DIR/`` parts) is read as given.
+* A directory or glob expands to its JSON and Parquet files, less what codescaler wrote
+  there (Parquet with ``codescaler.*`` metadata; files listed in their directory's
+  ``.codescaler-outputs.json``, io/records.py), with a notice: its rejected rows and
+  reports always, its outputs when there are other files (earlier outputs next to the
+  data are not read back as fresh rows). A directory or glob holding only codescaler
+  outputs (``-o DIR/`` parts) is read as given.
 * The same file given twice (``a.jsonl ./a.jsonl``, a glob and a name) is read once.
 * A pipe (``<(cmd)``, ``/dev/fd/N``, a FIFO) is read once as a stream, like stdin.
 * A saved ``DatasetDict`` with several splits needs ``--split`` (exit 2 listing them).
@@ -182,28 +183,36 @@ def _codescaler_internal(path: str) -> bool:
 
 
 def _without_outputs(raw: str, matches: list[str]) -> list[InputSpec]:
-    """The matches of a directory or glob, less codescaler's outputs if there are others."""
+    """The matches of a directory or glob, less what codescaler wrote there: its rejected
+    rows and reports always, its outputs when there are other files to read."""
     loaded: dict[str, dict] = {}
 
-    def record(path: str) -> dict:
+    def role(path: str) -> str | None:
         directory = os.path.dirname(os.path.abspath(path))
         if directory not in loaded:
             loaded[directory] = records.load(directory)
-        return loaded[directory]
+        return records.role(path, loaded[directory])
 
-    outputs = [m for m in matches if records.is_output(m, record(m))]
+    roles = {m: role(m) for m in matches}
+    keep = [m for m in matches if roles[m] is None]
+    if not keep:  # only codescaler's files: its outputs are what is meant (-o DIR/ parts)
+        keep = [m for m in matches if roles[m] == "output"]
+    if not keep:
+        raise InputError(
+            f"{raw}: holds only codescaler's rejected rows and reports, no input "
+            "(name a file to read it)"
+        )
+    skipped = [m for m in matches if m not in set(keep)]
     notice: tuple[str, ...] = ()
-    if outputs and len(outputs) < len(matches):
-        shown = ", ".join(outputs[:5]) + (
-            f" and {len(outputs) - 5} more" if len(outputs) > 5 else ""
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (
+            f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         )
         notice = (
-            f"{raw}: not reading {len(outputs)} earlier codescaler output(s) as input: {shown} "
+            f"{raw}: not reading {len(skipped)} file(s) codescaler wrote as input: {shown} "
             "(name a file to read it)",
         )
-        skipped = set(outputs)
-        matches = [m for m in matches if m not in skipped]
-    specs = [InputSpec(input_kind(m), m) for m in matches]
+    specs = [InputSpec(input_kind(m), m) for m in keep]
     specs[0] = replace(specs[0], notices=notice)
     return specs
 

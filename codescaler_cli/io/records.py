@@ -100,12 +100,15 @@ def _update(paths: Iterable[str], change: Any) -> None:
             _save(directory, data)
 
 
-def note_written(paths: Iterable[str]) -> None:
+ROLES = ("output", "rejected", "report")  # rows; rows set aside; a summary or metrics
+
+
+def note_written(paths: Iterable[str], role: str = "output") -> None:
     """Record files codescaler has just written (complete, at their final paths)."""
 
     def change(files: dict, name: str, path: str) -> None:
         if os.path.isfile(path):
-            files[name] = _stamp(path)
+            files[name] = {**_stamp(path), "role": role}
 
     _update(paths, change)
 
@@ -115,7 +118,7 @@ def note_pending(paths: Iterable[str]) -> None:
     :func:`note_written` stamps them (a run killed meanwhile leaves nothing foreign)."""
 
     def change(files: dict, name: str, path: str) -> None:
-        files[name] = {"size": None, "mtime_ns": None}
+        files[name] = {"size": None, "mtime_ns": None, "role": "output"}
 
     _update(paths, change)
 
@@ -148,21 +151,25 @@ def written_here(path: str, record: dict[str, Any] | None = None) -> bool:
     return _ours(record["files"].get(os.path.basename(full)), full)
 
 
-def is_output(path: str, record: dict[str, Any] | None = None) -> bool:
-    """``path`` is an output of codescaler: recorded in its directory (``record``: that
-    directory's, when already loaded), or a Parquet file whose schema says so
-    (``codescaler.version``)."""
-    if written_here(path, record):
-        return True
+def role(path: str, record: dict[str, Any] | None = None) -> str | None:
+    """What codescaler wrote at ``path`` (one of ``ROLES``), or None: not codescaler's.
+    Recorded in its directory (``record``: that directory's, when already loaded), or a
+    Parquet file whose schema says so (``codescaler.version``)."""
+    full = os.path.abspath(path)
+    if record is None:
+        record = load(os.path.dirname(full))
+    entry = record["files"].get(os.path.basename(full))
+    if _ours(entry, full):
+        return entry.get("role") if entry.get("role") in ROLES else "output"
     if not path.lower().endswith((".parquet", ".pq")):
-        return False
+        return None
     try:
         import pyarrow.parquet as pq
 
         meta = pq.read_schema(path).metadata or {}
     except Exception:  # damaged or not Parquet: the reader will say so
-        return False
-    return b"codescaler.version" in meta
+        return None
+    return "output" if b"codescaler.version" in meta else None
 
 
 def is_checkpoint_dir(path: str) -> bool:

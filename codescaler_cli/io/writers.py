@@ -129,7 +129,7 @@ def write_json(path: str | None, data: dict[str, Any]) -> None:
         json.dump(data, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")
     os.replace(tmp, path)
-    records.note_written([path])
+    records.note_written([path], role="report")
 
 
 class StdoutWriter:
@@ -168,7 +168,7 @@ class StdoutWriter:
         self.rejected_fh.close()
         self.rejected_fh = None
         os.replace(self.rejected_tmp, self.rejected_path)  # type: ignore[arg-type]
-        records.note_written([self.rejected_path])
+        records.note_written([self.rejected_path], role="rejected")
 
     def close(self) -> None:
         if self.rejected_fh is not None:
