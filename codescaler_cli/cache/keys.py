@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
@@ -118,13 +119,15 @@ _VALUE = struct.Struct("<dqB?")
 
 
 def check(key: bytes, entry: Entry) -> int:
-    """A 63-bit check of a stored row: a damaged row (a flipped bit the file format does
-    not notice) is a miss, never a wrong score."""
-    score = entry.score
-    packed = _VALUE.pack(
-        0.0 if score is None else score, entry.n_tokens, entry.truncated, score is None
-    )
-    return int.from_bytes(hashlib.sha256(key + packed).digest()[:8], "little") >> 1
+    """A CRC-32 of a stored row's key and value: a damaged row (a flipped bit the file
+    format does not notice) is a miss, never a wrong score."""
+    return check_row(key, entry.score, entry.n_tokens, entry.truncated)
+
+
+def check_row(key: bytes, score: float | None, n_tokens: int, truncated: bool | int) -> int:
+    """:func:`check` of a row as SQLite returns it."""
+    packed = _VALUE.pack(0.0 if score is None else score, n_tokens, truncated, score is None)
+    return zlib.crc32(key + packed)
 
 
 def storable(entry: Entry) -> bool:

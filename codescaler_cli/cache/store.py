@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .keys import Entry, check, storable
+from .keys import Entry, check, check_row, storable
 from .sqlite import FILE_NAME, connect, error_kind, evict, setup, used_bytes
 
 TOUCH_AFTER_S = 3600  # a hit refreshes its row's last use at most this often
@@ -217,25 +217,31 @@ class ScoreStore:
             return out
 
         def op(conn: sqlite3.Connection) -> None:
-            where: dict[bytes, list[int]] = {}
+            first: dict[bytes, int] = {}  # each key's first position
+            again: list[tuple[int, bytes]] = []  # later positions of repeated keys
             for i, k in enumerate(keys):
-                where.setdefault(k, []).append(i)
-            unique = list(where)
+                if k in first:
+                    again.append((i, k))
+                else:
+                    first[k] = i
+            unique = sorted(first)  # in key order: the b-tree is walked once, forwards
             stale: list[bytes] = []
             damaged: list[bytes] = []
             old = int(time.time()) - TOUCH_AFTER_S
             for start in range(0, len(unique), IN_BATCH):
                 part = unique[start : start + IN_BATCH]
                 sql = _SELECT if len(part) == IN_BATCH else _select(len(part))
-                for key, score, n_tokens, truncated, used, crc in conn.execute(sql, part):
-                    entry = Entry(score, n_tokens, bool(truncated))
-                    if crc != check(key, entry):
+                for key, score, n_tokens, truncated, used, crc in conn.execute(
+                    sql, part
+                ).fetchall():
+                    if crc != check_row(key, score, n_tokens, truncated):
                         damaged.append(key)
                         continue
-                    for i in where[key]:
-                        out[i] = entry
+                    out[first[key]] = Entry(score, n_tokens, truncated == 1)
                     if used < old:
                         stale.append(key)
+            for i, k in again:
+                out[i] = out[first[k]]
             if damaged:
                 self.tell(
                     "rows",

@@ -29,7 +29,8 @@ class LazyRewardModel:
         self.name = options.model
         self.revision = options.revision
         self.target = target or resolve_target(options)
-        self.on_load: Callable[[str], None] | None = None  # told before a slow load
+        self.on_load: Callable[[str], None] | None = None  # told before a slow load ...
+        self.on_loaded: Callable[[], None] | None = None  # ... and after it
         self._text: ModelText | None = None
         self._rm: RewardModel | None = None
         self._commit: str | None = None
@@ -66,6 +67,8 @@ class LazyRewardModel:
                 if self.on_load:
                     self.on_load(f"loading tokenizer of {self.name}")
                 self._text = load_text(self.options)
+                if self.on_loaded:
+                    self.on_loaded()
             return self._text
 
     def load(self) -> RewardModel:
@@ -80,6 +83,8 @@ class LazyRewardModel:
                 assert isinstance(text, ModelText)
                 self._rm = load_weights(self.options, text)
                 self._text = None
+                if self.on_loaded:
+                    self.on_loaded()
             return self._rm
 
     # ------------------------------------------------------------ known without loading
