@@ -1,9 +1,9 @@
-"""What rerank and eval-pairs share: the output's lock and checks, stdin spooled to a file,
-scoring through the normal (chunked, resumable) run into a temporary Parquet file, and a
-writer that streams the result.
+"""What rerank and eval-pairs share: the output's lock and checks, scoring through the
+normal (chunked) run into a temporary Parquet file, and a writer that streams the result.
 
 Both need every row of a problem (or every pair) before they can answer, so they read
-their input more than once; memory stays bounded by the chunk size, never the file.
+their input more than once (streams are first copied to files: io/inputs.copy_streams);
+memory stays bounded by the chunk size, never the file.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -55,34 +54,17 @@ def task(func: F) -> F:
     return run_task  # type: ignore[return-value]
 
 
-def spool_stdin(specs: list[InputSpec], stdin: IO[bytes] | None, tmp: str) -> IO[bytes] | None:
-    """stdin copied to a file in ``tmp`` (read more than once, never held in memory)."""
-    if not any(s.kind == "stdin" for s in specs):
-        return stdin
-    path = os.path.join(tmp, "stdin.jsonl")
-    with open(path, "wb") as fh:
-        shutil.copyfileobj(stdin or sys.stdin.buffer, fh, 1 << 20)
-    return open(path, "rb")
-
-
-def rewind(stdin: IO[bytes] | None) -> IO[bytes] | None:
-    if stdin is not None and stdin.seekable():
-        stdin.seek(0)
-    return stdin
-
-
 def score_to_parquet(
     specs: list[InputSpec],
     opts: RunOptions,
     engine: EngineFactory | None,
     progress: Progress | None,
-    stdin: IO[bytes] | None,
     tmp: str,
 ) -> tuple[str, RunSummary]:
     """Score ``specs`` with the normal run into ``tmp``/scored.parquet."""
     scored = replace(opts, output=os.path.join(tmp, "scored.parquet"), resume=ResumeMode.never)
     eng = engine(scored) if engine is not None else None
-    summary = run(specs, scored, eng, progress=progress, stdin=rewind(stdin))
+    summary = run(specs, scored, eng, progress=progress)
     return scored.output, summary
 
 
@@ -90,9 +72,7 @@ class TableWriter:
     """Streams record batches to ``output``: Parquet, JSON Lines, a ``.json`` array, or
     ``-`` (JSON Lines on stdout). A file appears complete or not at all."""
 
-    def __init__(
-        self, output: str, schema: pa.Schema, stdout: IO[str] | None = None
-    ) -> None:
+    def __init__(self, output: str, schema: pa.Schema, stdout: IO[str] | None = None) -> None:
         self.output = output
         self.schema = schema
         raw = (schema.metadata or {}).get(JSON_COLUMNS_KEY.encode())

@@ -16,14 +16,14 @@ from typing import IO, Any
 from ..config import OnBadRow, ResumeMode, RunOptions
 from ..errors import InputError
 from ..fields import CHOSEN_FIELDS, PAIR_QUESTION_FIELDS, REJECTED_FIELDS, pick_field
-from ..io.inputs import InputSpec
+from ..io.inputs import InputSpec, copy_streams
 from ..io.readers import iter_chunks
 from ..io.writers import dumps_row
 from ..progress import Progress, RunSummary
 from ..provenance import PAIR_COLUMNS, PROVENANCE_COLUMN, parse, provenance_array
 from ..rank import PairAccumulator, PairMetrics
 from ..tables import conform, input_table, json_columns, unify_parts
-from .common import EngineFactory, TableWriter, rewind, score_to_parquet, spool_stdin, task
+from .common import EngineFactory, TableWriter, score_to_parquet, task
 from .survey import survey
 
 
@@ -49,8 +49,8 @@ def run_eval_pairs(
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory(prefix="codescaler-pairs-") as tmp:
-        stdin = spool_stdin(specs, stdin, tmp)
-        cols = list(survey(specs, opts.chunk_size, rewind(stdin), [], []).columns)
+        specs = copy_streams(specs, stdin, tmp)  # read more than once
+        cols = list(survey(specs, opts.chunk_size, None, [], []).columns)
         qf = pick_field(
             cols, opts.rows.question_field, PAIR_QUESTION_FIELDS, "question", "--question-field"
         )
@@ -59,7 +59,7 @@ def run_eval_pairs(
         assert qf and cf and rf
         flat = os.path.join(tmp, "pairs.jsonl")
         with open(flat, "w", encoding="utf-8") as fh:
-            for chunk in _chunks(specs, opts, stdin):
+            for chunk in _chunks(specs, opts):
                 for rec, loc in zip(chunk.records, chunk.locations, strict=True):
                     for f in (qf, cf, rf):
                         if not isinstance(rec.get(f), str):
@@ -69,7 +69,7 @@ def run_eval_pairs(
         rows = replace(opts.rows, question_field="question", response_field="response", score=True)
         flat_opts = replace(opts, rows=rows, resume=ResumeMode.never, on_bad_row=OnBadRow.error)
         scored, summary = score_to_parquet(
-            [InputSpec("jsonl", flat)], flat_opts, engine, progress, None, tmp
+            [InputSpec("jsonl", flat)], flat_opts, engine, progress, tmp
         )
         acc = PairAccumulator()
         parts = []
@@ -78,7 +78,7 @@ def run_eval_pairs(
             columns=["score", "reward", "code_valid", PROVENANCE_COLUMN],
         )
         pending: list[dict[str, list[Any]]] = []
-        for k, chunk in enumerate(_chunks(specs, opts, stdin)):
+        for k, chunk in enumerate(_chunks(specs, opts)):
             side = _take(scores, pending, 2 * len(chunk.records))
             table = _pairs_table(chunk, side, acc)
             if opts.output:
@@ -106,8 +106,8 @@ def run_eval_pairs(
     return PairsResult(acc.result(), summary)
 
 
-def _chunks(specs: list[InputSpec], opts: RunOptions, stdin: IO[bytes] | None) -> Iterator[Any]:
-    for chunk in iter_chunks(specs, opts.chunk_size, stdin=rewind(stdin)):
+def _chunks(specs: list[InputSpec], opts: RunOptions) -> Iterator[Any]:
+    for chunk in iter_chunks(specs, opts.chunk_size):
         if chunk.bad:
             b = chunk.bad[0]
             raise InputError(f"{b.location}: {b.reason}")

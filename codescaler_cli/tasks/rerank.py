@@ -19,12 +19,12 @@ from typing import IO, Any
 from ..config import Dtype, ExtractMode, RankBy, RerankOptions, RunOptions, Shaping
 from ..errors import InputError, UsageError
 from ..fields import GROUP_FIELDS, LABEL_FIELDS, QUESTION_FIELDS, pick_field
-from ..io.inputs import InputSpec
+from ..io.inputs import InputSpec, copy_streams
 from ..progress import Progress, RunSummary
 from ..provenance import PROVENANCE_COLUMN, RANK_COLUMNS
 from ..rank import SelectionAccumulator, SelectionMetrics
 from ..tables import json_columns
-from .common import EngineFactory, TableWriter, rewind, score_to_parquet, spool_stdin, task
+from .common import EngineFactory, TableWriter, score_to_parquet, task
 from .survey import Survey, survey
 
 # DuckDB's working memory; beyond it sorts spill to the temporary directory.
@@ -69,10 +69,10 @@ def run_rerank(
         raise UsageError("--top-k must be >= 0")
     by = RankBy(by)
     with tempfile.TemporaryDirectory(prefix="codescaler-rerank-") as tmp:
-        stdin = spool_stdin(specs, stdin, tmp)
+        specs = copy_streams(specs, stdin, tmp)  # read more than once
         groups = [group_field] if group_field else list(GROUP_FIELDS)
         labels = [label_field] if label_field else list(LABEL_FIELDS)
-        s = survey(specs, opts.chunk_size, rewind(stdin), groups, labels)
+        s = survey(specs, opts.chunk_size, None, groups, labels)
         cols = list(s.columns)
         source = specs[0].name if len(specs) == 1 else None
         gcol = pick_field(
@@ -91,7 +91,7 @@ def run_rerank(
                 f"({', '.join(LABEL_FIELDS)}) or --label-field"
             )
         scored_opts = _scoring_plan(s, opts, rescore, model_named, progress)
-        path, summary = score_to_parquet(specs, scored_opts, engine, progress, stdin, tmp)
+        path, summary = score_to_parquet(specs, scored_opts, engine, progress, tmp)
         if gcol is None:  # no id column: the question text names the group
             gcol = _question_column(path, opts, cols, source)
         known = _model_metadata(s) if not rescore else {}
