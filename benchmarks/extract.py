@@ -7,6 +7,13 @@ block), long (>= 8 KB: <think> reasoning with a draft, then several blocks in se
 languages) and unfenced (~1.5 KB of prose around bare code) responses, and on the shared
 corpus of real responses when it is found at ../shared/corpus relative to the repository.
 Prints a markdown table.
+
+Then the adversarial responses of tests/support/extract_cases.py (broken and unclosed
+fences, fence and backtick lines, think markers, CRLF, ...): seconds per response at
+``--before-kb`` for the extractor before it was made linear (kept as the tests'
+reference, tests/support/extract_reference.py; runs past ``--timeout`` s are cut) and
+for the current one, and the current one at 1 MB in every mode. ``--no-before`` skips
+the old extractor (minutes on the quadratic shapes).
 """
 
 from __future__ import annotations
@@ -16,15 +23,17 @@ import json
 import os
 import platform
 import random
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # a checkout without installing; the shapes
 
 from codescaler_cli.extract import EXTRACT_MODES, extract_code  # noqa: E402
+from support.extract_cases import ADVERSARIAL  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpus" / "responses.jsonl"
 
@@ -110,16 +119,72 @@ def _rate(fn: Callable[[str], object], texts: list[str], repeat: int) -> float:
     return len(texts) / best
 
 
+class _Timeout(Exception):
+    pass
+
+
+def _seconds(fn: Callable[[str, str], object], text: str, mode: str, limit: float) -> float | None:
+    """CPU seconds of ``fn(text, mode)``, or None past ``limit`` wall seconds."""
+
+    def stop(*_: object) -> None:
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        started = time.process_time()
+        fn(text, mode)
+        return time.process_time() - started
+    except _Timeout:
+        return None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _cell(seconds: float | None, limit: float) -> str:
+    return f"> {limit:g}" if seconds is None else f"{seconds:.3f}"
+
+
+def adversarial_table(before_kb: int, timeout: float, before: bool) -> None:
+    old = None
+    if before:
+        from support.extract_reference import extract_code as old
+
+    size = before_kb * 1024
+    print(f"\nAdversarial responses: CPU seconds per response (auto at {before_kb} KB, before "
+          "and after; every mode at 1 MB, after)\n")  # fmt: skip
+    print(f"| shape | before, auto, {before_kb} KB | after, auto, {before_kb} KB | "
+          + " | ".join(f"after, {m}, 1 MB" for m in EXTRACT_MODES) + " |")  # fmt: skip
+    print("|---|---:|---:|" + "---:|" * len(EXTRACT_MODES))
+    for name, build in ADVERSARIAL.items():
+        small, big = build(size), build(1 << 20)
+        was = _seconds(old, small, "auto", timeout) if old else None
+        now = _seconds(extract_code, small, "auto", timeout)
+        modes = [_seconds(extract_code, big, m, timeout) for m in EXTRACT_MODES]
+        cells = [_cell(was, timeout) if old else "-", _cell(now, timeout)]
+        cells += [_cell(t, timeout) for t in modes]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="synthetic responses per set")
     parser.add_argument("--repeat", type=int, default=3, help="timed passes (best is kept)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--before-kb", type=int, default=256, help="size for before/after")
+    parser.add_argument("--timeout", type=float, default=60, help="seconds per adversarial run")
+    parser.add_argument("--no-before", action="store_true", help="skip the old extractor")
+    parser.add_argument("--adversarial-only", action="store_true")
     args = parser.parse_args()
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
 
+    extract_code("```python\nx = 1\n```")  # build the parser outside the timings
+    if args.adversarial_only:
+        adversarial_table(args.before_kb, args.timeout, not args.no_before)
+        return
     rng = random.Random(args.seed)
     sets = {
         "short": [short_response(rng) for _ in range(args.n)],
@@ -132,7 +197,6 @@ def main() -> None:
     else:
         print(f"(corpus not found at {CORPUS}; skipped)", file=sys.stderr)
 
-    extract_code("```python\nx = 1\n```")  # build the parser outside the timings
     print(f"Python {platform.python_version()}, {platform.machine()}, one core\n")
     print("| set | responses | mean size | mode | responses/s | µs/response |")
     print("|---|---:|---:|---|---:|---:|")
@@ -144,6 +208,7 @@ def main() -> None:
                 f"| {set_name} | {len(texts)} | {mean_kb:.1f} KB | {mode} | {rate:,.0f} "
                 f"| {1e6 / rate:,.0f} |"
             )
+    adversarial_table(args.before_kb, args.timeout, not args.no_before)
 
 
 if __name__ == "__main__":

@@ -108,19 +108,27 @@ class PreparedChunk:
     reused: list[bool] = field(default_factory=list)  # rows whose earlier scores are kept
 
 
-# A response longer than any conversation that fits: not extracted, flagged truncated.
+# Code longer than any conversation that fits (or a response past the cap below): not
+# tokenized, not scored, flagged truncated.
 TOO_LONG = Extraction("", False, "too_long", 0, ("too_long",))
+# A raw response longer than this is never extracted (TOO_LONG), whatever the model: a
+# safety cap on one row's time and memory. Extraction is linear, but tree-sitter reads
+# prose-like text at about 1 MB/s, so this is a few seconds per row at worst.
+MAX_RESPONSE_CHARS = 4 * 1024 * 1024
 
 
 def extract_responses(
     responses: Sequence[str], mode: ExtractMode, limit: int | None
 ) -> list[Extraction]:
-    """The code of each response; one longer than ``limit`` characters (more than can ever
-    fit the model) is not extracted: :data:`TOO_LONG`."""
-    return [
-        TOO_LONG if limit is not None and len(text) > limit else extract_code(text, str(mode))
-        for text in responses
-    ]
+    """The code of each response, or :data:`TOO_LONG` when it is not scored: the response
+    is over :data:`MAX_RESPONSE_CHARS`, or its code (what would be tokenized, after
+    reasoning and prose are dropped) is longer than ``limit`` characters, more than can
+    ever fit the model."""
+    out = []
+    for text in responses:
+        found = TOO_LONG if len(text) > MAX_RESPONSE_CHARS else extract_code(text, str(mode))
+        out.append(TOO_LONG if limit is not None and len(found.code) > limit else found)
+    return out
 
 
 def score_columns(

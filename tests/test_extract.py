@@ -9,16 +9,18 @@ import json
 import re
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from codescaler_cli import extract as extract_module
 from codescaler_cli.extract import EXTRACT_MODES, Extraction, extract_code, is_valid_python
-from support.extract_cases import ADD, ADD_BLOCK, CASES, Case  # tests/ is on sys.path under pytest
+from codescaler_cli.extract import parser as parser_module
+from support.extract_cases import ADD, ADD_BLOCK, ADVERSARIAL, CASES, Case  # tests/ on sys.path
+from support.extract_reference import extract_code as reference_extract
 
 METHODS = re.compile(r"fence:[^\s]*|unfenced|span|verbatim|none")
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "responses.jsonl"
@@ -239,11 +241,11 @@ def test_extraction_is_frozen() -> None:
 
 def test_parser_is_built_once_and_reused() -> None:
     extract_code(ADD_BLOCK)
-    parser = extract_module._parser
+    parser = parser_module._parser
     assert parser is not None
     for mode in EXTRACT_MODES:
         extract_code(f"{ADD_BLOCK}\n{ADD}", mode)
-    assert extract_module._parser is parser
+    assert parser_module._parser is parser
 
 
 def test_import_does_not_pull_in_heavy_modules() -> None:
@@ -267,6 +269,97 @@ def test_many_fences_are_linear_enough() -> None:
     response = "\n".join(f"```text\nline {i}\n```" for i in range(3000)) + "\n" + ADD_BLOCK
     result = extract_code(response)
     assert (result.code, result.n_blocks) == (ADD, 3001)
+
+
+# ------------------------------------------- linear time: same answers as the reference
+
+# Lines that make fence soups: fences of both characters, several lengths, indents and
+# tags; code that parses or not; strings a fence can sit in; blocks calling each other
+# (with a name holding a combining mark); reasoning tags.
+_SOUP_LINES = [
+    "```", "```", "```", "```python", "```py", "```js", "````", "`````", "``` `x`",
+    "~~~", "~~~", "~~~python", "~~~~", "   ```", "    ```", "\t```", "  ```python", "```text",
+    "def f(x):", "    return g(x)", "def g(y):", "    return y", "g(1)", "f (2)", "obj.f(3)",
+    "def a\u0301b():", "    return 1", "a\u0301b()", "x = (", "def h(:", "print(f(1))",
+    "assert f(1) == 1", "s = '''", "s = '''", "'''", "'''", '"""', "x = [", "]", "y = 1",
+    "import os", "1 2 3", "s = '''\n```", "```\n'''", 'x = """\n~~~\n~~~\n"""',
+    "Here is the code:", "Output: 3", "", "", "<think>", "</think>", "<thinking>", "</thinking>",
+    "if __name__ == '__main__':", "    main()", "def main():", "é = 1",
+]  # fmt: skip
+_soups = st.tuples(
+    st.lists(st.sampled_from(_SOUP_LINES), max_size=40),
+    st.sampled_from(["\n", "\n", "\r\n"]),
+).map(lambda lines_sep: lines_sep[1].join(lines_sep[0]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(soup=_soups)
+@example(soup='~~~\nx = """\n~~~\n~~~\n"""\n~~~')  # a re-read to the second later fence
+def test_every_mode_returns_what_the_reference_returns(soup: str) -> None:
+    """The linear implementation changes no answer: the pre-change extractor (kept in
+    tests/support) is the specification on everything small enough for it."""
+    for mode in EXTRACT_MODES:
+        want = dataclasses.astuple(reference_extract(soup, mode))
+        assert dataclasses.astuple(extract_code(soup, mode)) == want, mode
+
+
+@pytest.mark.parametrize("shape", sorted(ADVERSARIAL))
+def test_adversarial_shapes_small_match_the_reference(shape: str) -> None:
+    response = ADVERSARIAL[shape](3000)  # small: under every budget, quick for the reference
+    for mode in EXTRACT_MODES:
+        want = dataclasses.astuple(reference_extract(response, mode))
+        assert dataclasses.astuple(extract_code(response, mode)) == want, mode
+
+
+_NAME_CHARS = "abf_1\u0301\u00b7\u203f"  # word characters, and identifier ones that are not
+
+
+@st.composite
+def _names_and_code(draw: st.DrawFn) -> tuple[set[str], str]:
+    names = draw(st.sets(st.text(st.sampled_from(_NAME_CHARS), min_size=1, max_size=4),
+                         min_size=1, max_size=5))  # fmt: skip
+    pieces = [*sorted(names), *_NAME_CHARS, ".", " ", "\n", "(", "+", "é"]
+    return names, "".join(draw(st.lists(st.sampled_from(pieces), max_size=20)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(names_code=_names_and_code())
+def test_call_finder_finds_what_one_regex_per_name_finds(names_code: tuple[set[str], str]) -> None:
+    from codescaler_cli.extract.choose import _CALL_NAME, _CallFinder
+
+    names, code = names_code
+    want = {n for n in names if re.search(_CALL_NAME.format(re.escape(n)), code)}
+    assert _CallFinder(names).called(code) == want
+
+
+def test_past_the_parse_budget_later_blocks_are_counted_but_not_chosen() -> None:
+    from codescaler_cli.extract.analysis import MAX_PARSES
+
+    junk = "".join(f"```python\nx{i} = (\n```\n" for i in range(MAX_PARSES + 10))
+    first = extract_code(ADD_BLOCK + "\n" + junk)  # a degenerate tail after the answer
+    assert (first.code, first.valid, first.n_blocks) == (ADD, True, MAX_PARSES + 11)
+    assert "parse_budget" in first.flags
+    last = extract_code(junk + ADD_BLOCK)  # never parsed: cannot win
+    assert last.code != ADD and not last.valid and "parse_budget" in last.flags
+    # the same block repeated costs one parse: no budget reached, the reference's answer
+    looping = "```python\nx = (\n```\n" * (MAX_PARSES + 10) + ADD_BLOCK
+    assert extract_code(looping) == Extraction(ADD, True, "fence:python", MAX_PARSES + 11,
+                                               ("multiple_blocks",))  # fmt: skip
+
+
+# The issue's bound, on CPU time so a busy machine does not fail it. A single parse of a
+# megabyte of prose-like text (an unclosed fence holding everything, mode none) costs
+# what tree-sitter costs, linearly (docs/extraction.md); these shapes stress the rest.
+@pytest.mark.parametrize(
+    "shape", ["distinct_broken_fences", "fence_lines", "think_closes", "fences_in_strings"]
+)
+def test_a_1_mb_adversarial_response_is_extracted_in_under_a_second(shape: str) -> None:
+    response = ADVERSARIAL[shape](1 << 20)
+    for mode in ("auto", "paper", "last"):
+        started = time.process_time()
+        result = extract_code(response, mode)
+        assert time.process_time() - started < 1.0, mode
+        assert result.n_blocks > 1000  # the fences were all seen
 
 
 # --------------------------------------------------------- property-based: no crash

@@ -555,3 +555,47 @@ CASES: list[Case] = [
         1,
     ),
 ]
+
+
+# ------------------------------------------------------------ adversarial responses
+# Shapes that made extraction quadratic (or could): each builder returns about ``n``
+# characters. Used by tests/test_extract.py (1 MB in well under a second) and
+# benchmarks/extract.py (time per MB, before and after).
+
+
+def _repeat(unit: str, n: int) -> str:
+    return unit * max(1, n // len(unit))
+
+
+def _numbered(template: str, n: int) -> str:
+    out, size, i = [], 0, 0
+    while size < n:
+        out.append(template.format(i=i))
+        size += len(out[-1])
+        i += 1
+    return "".join(out)
+
+
+ADVERSARIAL = {
+    # many broken fenced blocks, all alike (a model looping) or all different
+    "broken_fences": lambda n: _repeat("```python\ndef f(:\n```\n", n),
+    "distinct_broken_fences": lambda n: _numbered("```python\ndef f{i}(:\n```\n", n),
+    # only opening fences: one unclosed block holding everything
+    "unclosed_fences": lambda n: _repeat("```python\nx = (\n", n),
+    # thousands of ``` lines, and lines of 3 to 40 backticks (nested, unbalanced)
+    "fence_lines": lambda n: _repeat("```\n", n),
+    "backtick_lines": lambda n: "".join("`" * (3 + k % 38) + "\n" for k in range(n // 22)),
+    # one huge line of backticks; a long run of fence-like text
+    "backtick_run": lambda n: "`" * n,
+    "tilde_fence_pairs": lambda n: _repeat("~~~~\n~~~\n", n) + f"```python\n{ADD}\n```",
+    # reasoning markers: thousands of think blocks, or of bare closing tags between fences
+    "think_blocks": lambda n: _repeat("<think>x</think>", n) + f"\n{ADD_BLOCK}",
+    "think_closes": lambda n: _repeat("</think>\n```\n", n) + ADD,
+    "crlf_broken_fences": lambda n: _repeat("```python\r\ndef f(:\r\n```\r\n", n),
+    # blocks that define and call each other's functions (usage detection)
+    "calling_blocks": lambda n: _numbered(
+        "```python\ndef f{i}():\n    return f{i}0() + 1\n```\n", n
+    ),
+    # fences inside triple-quoted strings: each block is re-read to a later fence
+    "fences_in_strings": lambda n: _repeat("```python\ns = '''\n```\nx = (\n```\n'''\n```\n", n),
+}

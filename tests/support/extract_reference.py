@@ -1,35 +1,9 @@
-"""Extract the program a reward model should score from a raw LLM response.
+"""The extractor as it was before extraction was made linear, kept verbatim as the
+specification: tests/test_extract.py checks that the package returns exactly what this
+returns on random fence soups (inputs small enough for its quadratic steps).
 
-What the reward model sees decides the score, so this module is deliberately
-strict, fast and auditable. ``extract_code(response, mode)`` is a pure function
-returning an :class:`Extraction` (code, validity, how it was found, how many
-fenced blocks were seen, and short flags explaining anything unusual).
-
-Modes
------
-``auto`` (default)
-    Drops reasoning (``<think>...</think>``), parses Markdown fences the
-    CommonMark way and chooses among Python/untagged blocks by content, not
-    position. Without fences it uses the whole response if it parses, else the
-    largest run of cleanly parsing top-level statements (found from one parse).
-``paper``
-    The authors' training extractor, rule for rule: regex fences, exactly one
-    block, stripped, must pass :func:`ast.parse`; otherwise no code.
-``last``
-    The authors' evaluation extractor: the last regex fence, stripped, no checks.
-``none``
-    The response itself, for inputs that are already code.
-
-``auto`` and ``last`` first turn CRLF / lone CR into LF (flag ``crlf``): line
-endings are a storage artifact, and their code always uses ``\\n``. ``paper`` and
-``none`` see the response as it is: ``paper`` returns exactly what the authors'
-function returns on any input (their regex needs ``\\n`` after a fence, so a CRLF
-response has no code in ``paper`` mode), and ``none`` is verbatim. ``last`` touches
-nothing else, so on LF text it returns exactly what the authors' function returns.
-
-Validity (``valid``) means the code is non-empty and tree-sitter parses it with
-no ERROR / MISSING node; in ``paper`` mode it means exactly ``ast.parse``
-success (the authors' check).
+Do not edit it to follow a change of behaviour; a deliberate change of the rules
+updates the fixtures in extract_cases.py and this file together.
 """
 
 from __future__ import annotations
