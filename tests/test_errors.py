@@ -344,7 +344,7 @@ def test_model_not_found_says_how_to_use_a_local_dir(tmp_path, hf_offline):
 
 def test_missing_local_model_dir(tmp_path):
     result, out = _score_with(tmp_path / "not-a-model", tmp_path)
-    _assert_clean_failure(result, 1, "not-a-model")
+    _assert_clean_failure(result, 2, "not-a-model: no such directory")
     assert not out.exists()
 
 

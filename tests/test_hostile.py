@@ -160,7 +160,7 @@ def test_side_outputs_are_checked_before_any_work(tmp_path, extra, needle, monke
     out = tmp_path / "out.parquet"
     fill = {"src": str(src), "out": str(out), "tmp": str(tmp_path)}
     args = [str(src), "-o", str(out), *(a.format(**fill) for a in extra)]
-    result = _score(args, tmp_path / "model")
+    result = _score(args, Path(__file__).parent)  # a directory that exists; never loaded
     code = 1 if "no/such/dir" in needle or "directory" in needle else 2
     _one_line(result, code, needle.format(**fill))
     assert src.read_bytes() == before
@@ -413,7 +413,9 @@ def test_a_damaged_parquet_file_is_named(tmp_path):
 def test_a_model_that_cannot_load_leaves_no_partial_directory(tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", _rows(3))
     out = tmp_path / "o.parquet"
-    r = _score([str(src), "-o", str(out), "-q"], tmp_path / "no-model")
+    empty = tmp_path.parent / f"{tmp_path.name}-no-model"  # a directory with no model in it
+    empty.mkdir()
+    r = _score([str(src), "-o", str(out), "-q"], empty)
     _one_line(r, 1, "cannot load model")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
@@ -546,7 +548,7 @@ def test_input_columns_named_like_outputs_never_collide(tmp_path):
         assert r.exit_code == 0, r.output
     row = json.loads((tmp_path / "o.jsonl").read_text())
     assert (row["input_code"], row["input_input_code"], row["code"]) == (1, 2, "x = 1")
-    assert pq.read_table(tmp_path / "o.parquet").column("input_input_code").to_pylist() == [1]
+    assert pq.read_table(tmp_path / "o.parquet").column("input_input_code").to_pylist() == [2]
 
 
 def test_ctrl_c_while_counting_rows_leaves_nothing_and_frees_the_lock(tmp_path, monkeypatch):
