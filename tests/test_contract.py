@@ -190,3 +190,15 @@ def test_api_keeps_user_columns_and_types_like_the_cli(tiny_model_dir, tmp_path,
         got = got.to_pylist()
     assert [row["input_score"] for row in got] == [row["score"] for row in rows]
     assert got == cli.to_pylist()  # provenance included
+
+
+def test_a_parquet_column_name_twice_is_refused_not_dropped(tmp_path):
+    t = pa.Table.from_arrays(
+        [pa.array(["q"]), pa.array(["x = 1"]), pa.array([1]), pa.array([2])],
+        names=["question", "response", "x", "x"],
+    )
+    pq.write_table(t, tmp_path / "dup.parquet")
+    out = tmp_path / "o.jsonl"
+    r = runner.invoke(app, ["extract", str(tmp_path / "dup.parquet"), "-o", str(out)])
+    assert r.exit_code == 1 and "column name 'x' appears more than once" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()

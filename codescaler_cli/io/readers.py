@@ -127,11 +127,26 @@ def first_row_hinted(
     yield from rows
 
 
-def _parquet_chunks(path: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
+def open_parquet(path: str) -> Any:
+    """A Parquet file to read rows from: readable, and no column name twice (a row holds
+    one value per name, so a second column of a name would be lost)."""
     import pyarrow.parquet as pq
 
     with parquet_errors(path):
         pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        shown = ", ".join(repr(n) for n in twice)
+        raise InputError(
+            f"{path}: column name {shown} appears more than once; rename the duplicates "
+            "(every column is kept, and a row can hold one value per name)"
+        )
+    return pf
+
+
+def _parquet_chunks(path: str, chunk_size: int) -> Iterator[tuple[list, list, list]]:
+    pf = open_parquet(path)
     if pf.metadata.num_rows == 0:
         raise InputError(f"{path}: input is empty (0 rows)")
     row = 0

@@ -20,7 +20,7 @@ from ..fields import FIELDS_PROBE_ROWS, record_columns
 from . import formats
 from .inputs import InputSpec
 from .jsonl import BadRow, jsonl_rows, layout
-from .readers import Chunk, first_row_hinted, iter_chunks, parquet_errors
+from .readers import Chunk, first_row_hinted, iter_chunks, open_parquet, parquet_errors
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,8 @@ def chunk_refs(
 def _plan_pieces(spec: InputSpec, chunk_size: int) -> list[Piece] | None:
     """The ranges the streaming readers would cut (None: read this input here)."""
     if spec.kind == "parquet":
-        import pyarrow.parquet as pq
-
         try:
-            rows = pq.ParquetFile(spec.path).metadata.num_rows
+            rows = open_parquet(spec.path).metadata.num_rows
         except Exception:
             rows = 0
         if rows == 0:
