@@ -33,9 +33,9 @@ success (the authors' check).
 
 Time is linear in the response size in every mode: the text is scanned a constant
 number of times, and ``auto`` parses each distinct block once, within a budget
-(``analysis.MAX_PARSES`` texts; re-reads for fences in strings within about the
-response's size), so a response of thousands of broken fences costs what one
-tree-sitter pass over it costs. Modules: ``text`` (line endings, reasoning, fence
+(``analysis.MAX_PARSES`` texts; re-reads for fences in strings within half the
+response), so a response of thousands of broken fences costs at most what about 1.5
+tree-sitter passes over it cost. Modules: ``text`` (line endings, reasoning, fence
 lines), ``fences`` (blocks), ``analysis`` (what code holds; the budget), ``choose``
 (the winner), ``unfenced``, ``authors`` (``paper``/``last``), ``parser``.
 """

@@ -124,7 +124,8 @@ MAX_PARSES = 2000
 # Re-reading a block to a later closing fence (a fence inside a string literal) parses
 # text again: at most half the response plus this much in all, so blocks and re-reads
 # together parse at most about 1.5 times the response (the blocks themselves do not
-# overlap). Scanning for those later fences is bounded the same way, in fence lines.
+# overlap). Looking ahead for those later fences reads at most twice the response's
+# fence lines plus this many.
 RETRY_SLACK_CHARS = 64 * 1024
 RETRY_SLACK_FENCES = 4096
 

@@ -11,9 +11,10 @@ from .result import Extraction
 
 # A call of NAME: not part of a longer name or an attribute, then optional space and "(".
 _CALL_NAME = r"(?<![\w.])(?:{})\s*\("
-# Every word followed by "(" that no word character or "." precedes: one pass finds all
-# calls of names made of word characters (all real identifiers).
-_CALLED_WORD = re.compile(r"(?<![\w.])(\w+)\s*\(")
+# Every word followed by "(" that no word character or "." precedes, read backwards from
+# each "(" in the reversed code: one pass finds all calls of names made of word
+# characters (all real identifiers), and starting at a literal "(" it skips the rest fast.
+_CALLED_WORD_REVERSED = re.compile(r"\(\s*(\w+)(?![\w.])")
 _WORD = re.compile(r"\w+")
 _WORD_OR_DOT = re.compile(r"[\w.]")
 # A run of characters that cannot end a name's call (no space, no "("), then the call.
@@ -25,14 +26,14 @@ class _CallFinder:
     linear in the code (one alternation of every name would cost code x names)."""
 
     def __init__(self, names: Iterable[str]) -> None:
-        self.words: set[str] = set()
+        self.words: set[str] = set()  # reversed, as the reversed code shows them
         self.odd: dict[int, set[str]] = {}  # names with other characters, by length
         self.odd_chars: set[str] = set()
         self.rare: list[str] = []  # names holding a space or "(": never identifiers
         self._seen: dict[str, set[str]] = {}  # a repeated block is searched once
         for name in names:
             if _WORD.fullmatch(name):
-                self.words.add(name)
+                self.words.add(name[::-1])
             elif any(c.isspace() or c == "(" for c in name):
                 self.rare.append(name)
             else:
@@ -46,7 +47,8 @@ class _CallFinder:
         return found
 
     def _find(self, code: str) -> set[str]:
-        found = self.words.intersection(_CALLED_WORD.findall(code))
+        reversed_words = self.words.intersection(_CALLED_WORD_REVERSED.findall(code[::-1]))
+        found = {word[::-1] for word in reversed_words}
         if self.odd:
             # A name with a non-word character (a combining mark, say) ends a run of
             # non-space characters right before the call: try each length at each run.

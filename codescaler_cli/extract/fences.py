@@ -55,19 +55,51 @@ def _block_content(text: str, start: int, end: int, indent: str, seen: dict) -> 
     return code
 
 
+# Up to this many ``` and ~~~ in a response, fence lines are found with str.find (memchr
+# speed) and read one by one; past it, by one regex split, which costs ~10 ns per
+# character but does the work per fence in C (a response can hold hundreds of thousands).
+_FEW_MARKERS = 64
+
+
+def _found_fence_lines(text: str) -> list[tuple[int, int, str, str, str]]:
+    """(line start, line end, indent, marker, info) of every line opening with ``` or ~~~."""
+    found = []
+    for marker in ("```", "~~~"):
+        k = text.find(marker)
+        while k >= 0:
+            line_start = text.rfind("\n", 0, k) + 1
+            line_end = text.find("\n", k)
+            if line_end < 0:
+                line_end = len(text)
+            if not text[line_start:k].strip(" \t"):
+                m = FENCE_LINE.match(text, line_start, line_end)
+                if m is not None:
+                    found.append((line_start, line_end, *m.groups()))
+            k = text.find(marker, line_end)
+    found.sort()
+    return found
+
+
 class _Fences:
-    """Every fence line of a text as parallel lists, built by C-level passes (one
-    ``re.split``, then maps): a response can hold hundreds of thousands."""
+    """Every fence line of a text as parallel lists."""
 
     def __init__(self, text: str) -> None:
-        parts = FENCE_LINE.split(text)  # text, (indent, marker, info, text) per fence
-        offsets = list(accumulate(map(len, parts), initial=0))
-        self.n = (len(parts) - 1) // 4
-        self.start = offsets[1::4][: self.n]  # the line's first character
-        self.end = offsets[4::4]  # its "\n" (or the end of the text)
-        self.indent = parts[1::4]
-        markers = parts[2::4]
-        self.info = parts[3::4]
+        markers: list[str]
+        if text.count("```") + text.count("~~~") <= _FEW_MARKERS:
+            lines = _found_fence_lines(text)
+            self.n = len(lines)
+            self.start, self.end, self.indent, markers, self.info = (
+                [line[k] for line in lines] for k in range(5)
+            )
+        else:
+            parts = FENCE_LINE.split(text)  # text, (indent, marker, info, text) per fence
+            offsets = list(accumulate(map(len, parts), initial=0))
+            self.n = (len(parts) - 1) // 4
+            self.start = offsets[1::4][: self.n]  # the line's first character
+            self.end = offsets[4::4]  # its "\n" (or the end of the text)
+            self.indent = parts[1::4]
+            markers = parts[2::4]
+            self.info = parts[3::4]
         self.char = list(map(itemgetter(0), markers))
         self.length = list(map(len, markers))
         self.bare = list(map(not_, map(methodcaller("strip"), self.info)))
@@ -174,15 +206,14 @@ def _retry(
     for _ in range(2):
         stop = min(fences.n, later + 1 + max(budget.retry_fences, 0))
         found = fences.closer(opener, later + 1, stop)
-        budget.retry_fences -= (found if found >= 0 else stop) - later
-        if budget.retry_fences < 0:
-            budget.exceeded = True
-            return close
         if found < 0:
+            budget.exceeded |= stop < fences.n  # the look-ahead was cut short
             return close
+        budget.retry_fences -= found - later
         later = found
-        raw_end = fences.start[later]
-        code = _block_content(text, start, raw_end, fences.indent[opener], budget.contents)
+        code = _block_content(
+            text, start, fences.start[later], fences.indent[opener], budget.contents
+        )
         info = budget.analyze(code, retry=True)
         if info is None:
             return close
