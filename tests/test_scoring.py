@@ -9,6 +9,7 @@ import torch
 
 from codescaler_cli.config import ScoringOptions
 from codescaler_cli.errors import ModelError
+from codescaler_cli.exactness import FLOAT64
 from codescaler_cli.scoring.plan import common_prefix_len
 from codescaler_cli.scoring.scorer import Scorer
 from support.reference import model_card_scores
@@ -80,7 +81,7 @@ def test_every_path_is_exact_in_float64(
         attention_mask=mask,
         streams=streams,
     )
-    assert max(abs(a - b) for a, b in zip(res.score, reference64, strict=True)) <= 1e-9
+    assert max(abs(a - b) for a, b in zip(res.score, reference64, strict=True)) <= FLOAT64
 
 
 def test_attention_mask_is_unnecessary_with_right_padding(rm, reference):

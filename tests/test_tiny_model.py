@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from codescaler_cli.exactness import FLOAT32
 from codescaler_cli.tiny_model import build, corpus, template, tokenizer
 from support import reference as R
 
@@ -239,7 +240,7 @@ def test_batched_and_single_scores_agree_despite_padding(tiny_model) -> None:
     assert len(single) == len(batched) == 3
     assert all(isinstance(s, float) for s in single)
     for a, b in zip(single, batched, strict=True):
-        assert abs(a - b) < 1e-5
+        assert abs(a - b) < FLOAT32
 
 
 def test_model_card_scores_accepts_a_directory(tiny_model_dir: Path, tiny_model) -> None:
@@ -277,7 +278,7 @@ def test_pad_id_mismatch_pools_a_pad_position(tmp_path: Path) -> None:
     pairs = [(QUESTION, ""), (QUESTION, PROGRAMS[3] * 5)]
     single = R.model_card_scores(d, pairs=pairs)
     batched = R.model_card_scores(d, pairs=pairs, batch=True)
-    assert abs(single[1] - batched[1]) < 1e-5  # the longest row has no padding
+    assert abs(single[1] - batched[1]) < FLOAT32  # the longest row has no padding
     assert abs(single[0] - batched[0]) > 1e-3
 
 
@@ -422,4 +423,4 @@ def test_tiny_model_with_qwen_vocab(tmp_path: Path, qwen_tokenizer) -> None:
     assert cfg["vocab_size"] == template.QWEN3_CONFIG_VOCAB_SIZE and cfg["pad_token_id"] == 151643
     single = R.model_card_scores(d)
     batched = R.model_card_scores(d, batch=True)
-    assert max(abs(a - b) for a, b in zip(single, batched, strict=True)) < 1e-5
+    assert max(abs(a - b) for a, b in zip(single, batched, strict=True)) < FLOAT32

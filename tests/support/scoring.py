@@ -4,15 +4,15 @@ models of several architectures for test_last_layer.py and test_answer_attention
 
 from __future__ import annotations
 
-TOL = 1e-5
+from codescaler_cli import exactness
+
+TOL = exactness.FLOAT32
 ARCHS = ["qwen3", "qwen2", "llama", "mistral"]
 
 
 def tol(dtype) -> float:
     """float64 checks the algebra (scores agree to double rounding); float32 the 1e-5 standard."""
-    import torch
-
-    return 1e-9 if dtype == torch.float64 else TOL
+    return exactness.bound(dtype)
 
 
 QUESTIONS = [
