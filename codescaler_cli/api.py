@@ -2,7 +2,9 @@
 
 A thin layer over the same run and tasks as the command line: the records go to a
 temporary Parquet file (every key of every row, with its type), through the loop or the
-task, and come back. Rows, columns, types, provenance and checks are those of the CLI.
+task, and come back. Rows, columns, types, provenance and checks are those of the CLI,
+and so is the persistent score cache (on unless ``no_cache=True``; docs/cache.md): an RL
+loop that sees a completion again gets its stored score without a forward pass.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import (
+    CacheOptions,
     ExtractMode,
     ModelOptions,
     OnBadRow,
@@ -26,14 +29,19 @@ from .config import (
     Shaping,
     default_model,
 )
-from .errors import CodescalerError, InputError
+from .errors import CodescalerError, InputError, UsageError
 from .io.inputs import InputSpec
 from .model.reward_model import RewardModel
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from .model.lazy import LazyRewardModel
+
 _MODELS: dict[ModelOptions, RewardModel] = {}
+# Models used with the score cache, loaded on first need (a call whose rows all hit loads
+# nothing), then kept for the process like _MODELS.
+_LAZY: dict[ModelOptions, LazyRewardModel] = {}
 
 
 def load_model(
@@ -60,7 +68,9 @@ def load_model(
     opts.validate()
     if cache and opts in _MODELS:
         return _MODELS[opts]
-    rm = load_reward_model(opts)
+    lazy = _LAZY.get(opts)
+    rm = lazy.loaded if lazy is not None and cache else None
+    rm = rm or load_reward_model(opts)
     if cache:
         _MODELS[opts] = rm
     return rm
@@ -97,6 +107,8 @@ def score_records(
     device: str = ModelOptions.device,
     dtype: str = ModelOptions.dtype,
     on_bad_row: str = RunOptions.on_bad_row,
+    cache_dir: str | None = CacheOptions.cache_dir,
+    no_cache: bool = not CacheOptions.enabled,
 ) -> list[dict[str, Any]] | pa.Table:
     """Score candidates; returns the input rows with the ``score`` output columns added.
 
@@ -107,6 +119,9 @@ def score_records(
     A bad row raises :class:`~codescaler_cli.errors.InputError` naming ``record N``; with
     ``on_bad_row="skip"`` it is left out and listed, with its index and reason, in the
     result's ``rejected`` (a list) or in the table's ``codescaler.rejected`` metadata.
+
+    Scores are looked up in the persistent score cache first (``cache_dir``, default as
+    for the CLI) and new ones stored; ``no_cache=True`` neither looks up nor stores.
     """
     import pyarrow as pa
 
@@ -129,16 +144,21 @@ def score_records(
         device=device,
         dtype=dtype,  # type: ignore[arg-type]
     )
+    cache = _cache_options(cache_dir, no_cache)
     as_table = isinstance(records, pa.Table)
     with tempfile.TemporaryDirectory(prefix="codescaler-api-") as tmp:
         spec = _as_input(records, tmp)
         if spec is None:
             return records if as_table else ScoredRows()
         out = os.path.join(tmp, "scored.parquet")
-        opts = RunOptions(out, rows_opts, model_opts, scoring, on_bad_row=OnBadRow(on_bad_row))
+        opts = RunOptions(
+            out, rows_opts, model_opts, scoring, on_bad_row=OnBadRow(on_bad_row), cache=cache
+        )
         opts.validate()
-        rm = model if isinstance(model, RewardModel) else None
-        if rm is None:
+        rm: RewardModel | LazyRewardModel | None = model if isinstance(model, RewardModel) else None
+        if rm is None and cache.enabled:
+            rm = _MODELS.get(model_opts) or _lazy_model(model_opts)
+        elif rm is None:
             rm = load_model(model, revision=revision, device=device, dtype=dtype)
         from .engines.local import LocalEngine
         from .engines.loop import run
@@ -146,6 +166,22 @@ def score_records(
         summary = _in_records(spec.path, lambda: run([spec], opts, LocalEngine(opts, rm)))
         rejected = _rejected(summary.rejected_path, spec.path)
         return _result(out, as_table, rejected)
+
+
+def _cache_options(cache_dir: str | None, no_cache: bool) -> CacheOptions:
+    if no_cache and cache_dir is not None:
+        raise UsageError("no_cache=True and cache_dir cannot be used together")
+    return CacheOptions(enabled=not no_cache, cache_dir=cache_dir)
+
+
+def _lazy_model(opts: ModelOptions) -> LazyRewardModel:
+    """The process's model of ``opts``, loaded on first need (kept like load_model's)."""
+    from .model.lazy import LazyRewardModel
+
+    if opts not in _LAZY:
+        opts.validate()
+        _LAZY[opts] = LazyRewardModel(opts)
+    return _LAZY[opts]
 
 
 def _as_input(records: Iterable[dict[str, Any]] | pa.Table, tmp: str) -> InputSpec | None:
@@ -240,11 +276,13 @@ def rerank(
     max_length: int = ScoringOptions.max_length,
     device: str = ModelOptions.device,
     dtype: str = ModelOptions.dtype,
+    cache_dir: str | None = CacheOptions.cache_dir,
+    no_cache: bool = not CacheOptions.enabled,
 ) -> list[dict[str, Any]] | pa.Table:
     """Keep the best ``top_k`` candidates per problem (0 keeps all, ranked), as
     ``codescaler rerank`` does: rows scored earlier (their provenance says so) keep their
     scores and need no model; others are scored (with ``model`` when given, else with the
-    model that scored the rest)."""
+    model that scored the rest), through the score cache as in :func:`score_records`."""
     import pyarrow as pa
 
     from .tasks.rerank import run_rerank
@@ -263,7 +301,13 @@ def rerank(
         )
         name = model.name if isinstance(model, RewardModel) else model
         model_opts = ModelOptions(model=name or default_model(), device=device, dtype=dtype)  # type: ignore[arg-type]
-        opts = RunOptions(out, rows, model_opts, ScoringOptions(max_length=max_length))
+        opts = RunOptions(
+            out,
+            rows,
+            model_opts,
+            ScoringOptions(max_length=max_length),
+            cache=_cache_options(cache_dir, no_cache),
+        )
         engine = None
         if isinstance(model, RewardModel):
             from .engines.local import LocalEngine

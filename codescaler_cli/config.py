@@ -179,6 +179,60 @@ class RowOptions:
         Shaping(self.shaping)
 
 
+# ---------------------------------------------------------------- the score cache
+
+DEFAULT_CACHE_MAX_SIZE = 2 << 30  # about 20 million scores
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str | int, name: str = "--max-size") -> int:
+    """Bytes from ``500M``, ``2G``, ``1.5GiB``, ``1048576`` (powers of 1024)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.fullmatch(str(text))
+    if not match:
+        raise UsageError(f"{name} {text!r}: expected a size such as 500M, 2G or 1048576")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def default_cache_dir() -> str:
+    """$CODESCALER_CACHE_DIR, else $XDG_CACHE_HOME/codescaler, else ~/.cache/codescaler."""
+    explicit = os.environ.get("CODESCALER_CACHE_DIR")
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), "codescaler")
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """The persistent score cache (see codescaler_cli/cache/): where, whether, how big."""
+
+    enabled: bool = True
+    cache_dir: str | None = None  # None: default_cache_dir()
+    # Least recently used scores are dropped beyond this many bytes; None: $CODESCALER_CACHE_MAX_SIZE,
+    # else DEFAULT_CACHE_MAX_SIZE.
+    max_size: int | None = None
+
+    def directory(self) -> str:
+        if self.cache_dir:
+            return os.path.abspath(os.path.expanduser(self.cache_dir))
+        return default_cache_dir()
+
+    def size_limit(self) -> int:
+        if self.max_size is not None:
+            return self.max_size
+        env = os.environ.get("CODESCALER_CACHE_MAX_SIZE")
+        return parse_size(env, "CODESCALER_CACHE_MAX_SIZE") if env else DEFAULT_CACHE_MAX_SIZE
+
+    def validate(self) -> None:
+        if self.cache_dir is not None and not self.cache_dir.strip():
+            raise UsageError("--cache-dir must not be empty")
+        if self.size_limit() < 1 << 20:
+            raise UsageError(f"the cache's size limit must be at least 1M, got {self.size_limit()}")
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """One run over files: where rows go, and the options of every stage."""
@@ -191,6 +245,8 @@ class RunOptions:
     resume: ResumeMode = ResumeMode.auto
     on_bad_row: OnBadRow = OnBadRow.error
     rejected: str | None = None  # None: OUTPUT.rejected.jsonl
+    # The persistent score cache. Not in fingerprint(): it never changes the rows written.
+    cache: CacheOptions = field(default_factory=CacheOptions)
 
     def validate(self) -> None:
         """Every check that needs no model and no input: exit 2 before any work."""
@@ -201,6 +257,8 @@ class RunOptions:
         if self.rows.score:
             self.model.validate()
             self.scoring.validate()
+            if self.cache.enabled:
+                self.cache.validate()
         # "": a task that only reports metrics; "DIR/": a directory of Parquet parts.
         if self.output and not self.output.endswith(("/", os.sep)):
             output_format(self.output)
@@ -320,57 +378,3 @@ class ServeOptions:
                 "without authentication"
             )
         return env.strip() if env is not None else None
-
-
-# ---------------------------------------------------------------- the score cache
-
-DEFAULT_CACHE_MAX_SIZE = 2 << 30  # about 20 million scores
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
-
-
-def parse_size(text: str | int, name: str = "--max-size") -> int:
-    """Bytes from ``500M``, ``2G``, ``1.5GiB``, ``1048576`` (powers of 1024)."""
-    if isinstance(text, int):
-        return text
-    match = _SIZE.fullmatch(str(text))
-    if not match:
-        raise UsageError(f"{name} {text!r}: expected a size such as 500M, 2G or 1048576")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-
-
-def default_cache_dir() -> str:
-    """$CODESCALER_CACHE_DIR, else $XDG_CACHE_HOME/codescaler, else ~/.cache/codescaler."""
-    explicit = os.environ.get("CODESCALER_CACHE_DIR")
-    if explicit:
-        return os.path.abspath(os.path.expanduser(explicit))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(os.path.abspath(base), "codescaler")
-
-
-@dataclass(frozen=True)
-class CacheOptions:
-    """The persistent score cache (see codescaler_cli/cache/): where, whether, how big."""
-
-    enabled: bool = True
-    cache_dir: str | None = None  # None: default_cache_dir()
-    # Least recently used scores are dropped beyond this many bytes; None: $CODESCALER_CACHE_MAX_SIZE,
-    # else DEFAULT_CACHE_MAX_SIZE.
-    max_size: int | None = None
-
-    def directory(self) -> str:
-        if self.cache_dir:
-            return os.path.abspath(os.path.expanduser(self.cache_dir))
-        return default_cache_dir()
-
-    def size_limit(self) -> int:
-        if self.max_size is not None:
-            return self.max_size
-        env = os.environ.get("CODESCALER_CACHE_MAX_SIZE")
-        return parse_size(env, "CODESCALER_CACHE_MAX_SIZE") if env else DEFAULT_CACHE_MAX_SIZE
-
-    def validate(self) -> None:
-        if self.cache_dir is not None and not self.cache_dir.strip():
-            raise UsageError("--cache-dir must not be empty")
-        if self.size_limit() < 1 << 20:
-            raise UsageError(f"the cache's size limit must be at least 1M, got {self.size_limit()}")

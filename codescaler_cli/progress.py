@@ -39,6 +39,7 @@ class RunSummary:
     invalid: int = 0
     truncated: int = 0
     too_long: int = 0
+    cached: int = 0  # rows whose scores came from the score cache
     rejected: int = 0
     chunks: int = 0
     chunks_resumed: int = 0

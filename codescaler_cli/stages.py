@@ -91,6 +91,7 @@ class ChunkResult:
     n_read: int = 0
     ran: list[bool] | None = None  # with a shard: the rows whose score it computed
     plan: str | None = None  # with a shard: a digest of the passes every shard must plan alike
+    cached: int = 0  # rows whose scores came from the score cache
 
 
 @dataclass
@@ -173,7 +174,9 @@ def prepare_chunk(
         scorer = scorer()  # the model loads on the first row that needs it
     limit = scorer.max_response_chars if options.score and fresh and scorer is not None else None
     extractions: list[Any] = [None] * len(records)
-    done = extract_responses([records[i][per_row[i].response] for i in fresh], options.extract, limit)
+    done = extract_responses(
+        [records[i][per_row[i].response] for i in fresh], options.extract, limit
+    )
     for i, e in zip(fresh, done, strict=True):
         extractions[i] = e
     for i, kept in enumerate(reused):
@@ -233,7 +236,7 @@ def finish_chunk(
         "extract_method": pa.array([e.method for e in extractions], pa.string()),
         "n_code_blocks": pa.array([e.n_blocks for e in extractions], pa.int32()),
     }
-    unique = 0
+    unique = cached = 0
     ran = plan = None
     model: dict[str, Any] = {}
     if options.score:
@@ -246,7 +249,7 @@ def finish_chunk(
             model = model_fields(scorer.rm, scorer.options.max_length)
         else:
             res = PairScores([None] * n, [None] * n, [False] * n, [False] * n)
-        unique, ran, plan = res.unique_scored, res.ran, res.plan
+        unique, ran, plan, cached = res.unique_scored, res.ran, res.plan, res.cached_rows
         if progress:
             # Rows not run through the model (duplicates, no code, other shards') count too.
             progress.advance(n - res.ticked, 0)
@@ -284,7 +287,7 @@ def finish_chunk(
         table = (
             table.append_column(name, arr) if table.num_columns or n == 0 else pa.table({name: arr})
         )
-    return ChunkResult(table, pc.bad, unique, pc.chunk.index, pc.chunk.n_read, ran, plan)
+    return ChunkResult(table, pc.bad, unique, pc.chunk.index, pc.chunk.n_read, ran, plan, cached)
 
 
 def _row_made(made: Provenance, prov: Provenance | None, fields: Fields, kept: bool) -> Provenance:
@@ -368,6 +371,7 @@ def summarize_chunk(summary: RunSummary, result: ChunkResult) -> None:
     summary.rows_written += t.num_rows
     summary.rejected += len(result.bad)
     summary.chunks += 1
+    summary.cached += result.cached
     if t.num_rows == 0:
         return
     valid = t.column("code_valid").to_pylist()

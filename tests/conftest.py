@@ -26,6 +26,16 @@ os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "datasets")
 os.environ["HF_MODULES_CACHE"] = os.path.join(_CACHE, "modules")
 
 
+@pytest.fixture(autouse=True)
+def _score_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test its own score cache (never the user's ~/.cache; no hits from another test).
+    Subprocesses started by the test inherit it."""
+    directory = tmp_path_factory.mktemp("score-cache")
+    monkeypatch.setenv("CODESCALER_CACHE_DIR", str(directory))
+    monkeypatch.delenv("CODESCALER_CACHE_MAX_SIZE", raising=False)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Default tiny reward model (BPE tokenizer, 2 layers, fp32 safetensors) saved on disk."""

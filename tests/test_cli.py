@@ -337,11 +337,12 @@ OPTION_SOURCES = [
 
 
 def _option_fields() -> set[str]:
-    from dataclasses import fields
+    from dataclasses import fields, is_dataclass
 
     from codescaler_cli import config
 
     classes = (
+        config.CacheOptions,
         config.ModelOptions,
         config.ScoringOptions,
         config.RowOptions,
@@ -350,7 +351,8 @@ def _option_fields() -> set[str]:
         config.RerankOptions,
         config.ServeOptions,
     )
-    return {f.name for cls in classes for f in fields(cls)}
+    # A field holding another option class (RunOptions.cache) has no literal default.
+    return {f.name for cls in classes for f in fields(cls) if not is_dataclass(f.default_factory)}
 
 
 def _option_aliases() -> set[str]:

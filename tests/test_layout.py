@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "codescaler_cli"
 LAYERS = [
     {"errors", "_version", "config", "progress", "fields", "tiny_model", "exactness", "provenance"},
     {"io", "extract", "shaping", "rank", "tables"},
-    {"model"},
+    {"model", "cache"},
     {"scoring"},
     {"stages"},
     {"engines", "serve"},

@@ -165,4 +165,6 @@ def test_the_local_engine_ends_the_loading_step_before_scoring(tiny_model_dir, t
     opts = RunOptions(str(tmp_path / "out.jsonl"), RowOptions(), model)
     recorder = Recorder()
     run(resolve_inputs([str(src)]), opts, progress=recorder)
-    assert recorder.events[:3] == ["stage", "stage_done", "advance"]
+    # Two loading steps (the tokenizer at the first miss, the weights at the first pass),
+    # each ended before the first candidate is counted.
+    assert recorder.events[:5] == ["stage", "stage_done", "stage", "stage_done", "advance"]

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from codescaler_cli.config import (
+    CacheOptions,
     ModelOptions,
     OnBadRow,
     RayOptions,
@@ -160,6 +161,8 @@ def _write_jsonl(path: Path, rows: list[dict], bad_every: int = 0) -> Path:
 
 
 def _cfg(model_dir: Path, output: Path | str, **kw) -> RunOptions:
+    # No score cache unless asked: a second run of the same rows must run the model again.
+    kw.setdefault("cache", CacheOptions(enabled=False))
     return RunOptions(
         output=str(output),
         model=ModelOptions(model=str(model_dir), device="cpu"),
@@ -305,6 +308,24 @@ def test_many_chunks_resume_a_local_run_into_a_directory_of_parts(
     _assert_same_tables(expected, got.replace_schema_metadata(expected.schema.metadata))
     _assert_same_summary(local, summary)
     assert not Path(f"{out_dir}.partial").exists()
+
+
+def test_workers_look_up_and_store_in_the_score_cache(ray_cluster, tiny_model_dir, tmp_path):
+    """Lookups happen on the workers, in the store the driver names ($CODESCALER_CACHE_DIR
+    here): a Ray run stores what it scored; the local engine then answers every row from
+    it, and so does a second Ray run (no forward pass anywhere), with the same rows."""
+    src = _write_jsonl(tmp_path / "in.jsonl", _rows(2, 6))
+    specs = resolve_inputs([str(src)])
+    on = {"cache": CacheOptions(), "chunk_size": 6}  # 2 chunks for 2 workers: not sharded
+    cold, _ = _ray(specs, _cfg(tiny_model_dir, tmp_path / "cold.parquet", **on))
+    assert cold.forward_calls > 0 and cold.cached == 0
+    local = _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", **on))
+    warm, _ = _ray(specs, _cfg(tiny_model_dir, tmp_path / "warm.parquet", **on))
+    for summary in (local, warm):
+        assert summary.forward_calls == 0 and summary.cached == cold.scored > 0
+    tables = [pq.read_table(tmp_path / f"{n}.parquet") for n in ("cold", "local", "warm")]
+    assert tables[0].equals(tables[1]) and tables[0].equals(tables[2])
+    assert tables[2].schema.metadata[b"codescaler.cached_rows"] == str(cold.scored).encode()
 
 
 def test_first_bad_row_fails_like_the_local_engine_after_rows_in_order(

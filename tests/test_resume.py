@@ -76,7 +76,15 @@ def _logged_run(args: list[str], monkeypatch) -> tuple[dict[int, int], object]:
 def test_sigkill_then_resume_gives_identical_output(tiny_model_dir, tmp_path, monkeypatch):
     src = tmp_path / "in.jsonl"
     _write_input(src, 120)
-    opts = ("--chunk-size", "15", "--max-tokens-per-batch", "300", "--no-prefix-reuse")
+    # --no-cache: the resumed run must run the other chunks' passes again (counted below).
+    opts = (
+        "--chunk-size",
+        "15",
+        "--max-tokens-per-batch",
+        "300",
+        "--no-prefix-reuse",
+        "--no-cache",
+    )
     common = ["--model", str(tiny_model_dir), "--device", "cpu", "-q", *opts]
     # Reference: one uninterrupted run, with each chunk's forward passes.
     ref_out = tmp_path / "ref.parquet"

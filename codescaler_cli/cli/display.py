@@ -208,6 +208,9 @@ def print_summary(summary: RunSummary, title: str, console: Console | None = Non
             ("deduplicated", f"{summary.deduplicated:,}"),
             ("truncated", f"{summary.truncated:,}"),
         ]
+    if summary.cached:
+        share = 100.0 * summary.cached / summary.rows_written if summary.rows_written else 0.0
+        rows.append(("from cache", f"{summary.cached:,} ({share:.1f}%)"))
     valid = summary.rows_written - summary.invalid
     pct = 100.0 * valid / summary.rows_written if summary.rows_written else 0.0
     rows += [

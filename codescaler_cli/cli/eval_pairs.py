@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from ..config import ModelOptions, RowOptions, RunOptions, ScoringOptions
+from ..config import CacheOptions, ModelOptions, RowOptions, RunOptions, ScoringOptions
 from .gate import FailUnder, check_gate, check_threshold
 from .groups import (
     EngineChoice,
     Source,
+    cache_options,
     engine_options,
     model_options,
     pair_row_options,
@@ -31,6 +32,7 @@ from .options import (
     rows=pair_row_options,
     model=model_options,
     scoring=scoring_options,
+    cache=cache_options,
     engine=engine_options,
 )
 def eval_pairs(
@@ -38,6 +40,7 @@ def eval_pairs(
     rows: RowOptions,
     model: ModelOptions,
     scoring: ScoringOptions,
+    cache: CacheOptions,
     engine: EngineChoice,
     output: Annotated[
         str | None,
@@ -81,7 +84,7 @@ def eval_pairs(
     from .display import RichProgress, print_pair_metrics
 
     check_threshold(fail_under)
-    opts = RunOptions(output or "", rows, model, scoring, chunk_size)
+    opts = RunOptions(output or "", rows, model, scoring, chunk_size, cache=cache)
     result = run_eval_pairs(
         source.specs(output or "", metrics_json),
         opts,

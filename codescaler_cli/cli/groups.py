@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..config import (
+    CacheOptions,
     EngineKind,
     ModelOptions,
     OnBadRow,
@@ -31,6 +32,7 @@ from ..config import (
 from ..errors import UsageError
 from .options import (
     AllowPickle,
+    CacheDir,
     ChunkSize,
     Compile,
     Dataset,
@@ -44,6 +46,7 @@ from .options import (
     MaxLength,
     MaxTokens,
     ModelName,
+    NoCache,
     NoDedup,
     NoPrefix,
     NumWorkers,
@@ -162,6 +165,18 @@ def scoring_options(
     return opts
 
 
+def cache_options(
+    no_cache: NoCache = not default_of(CacheOptions, "enabled"),
+    cache_dir: CacheDir = default_of(CacheOptions, "cache_dir"),
+) -> CacheOptions:
+    if no_cache and cache_dir is not None:
+        raise UsageError("--no-cache and --cache-dir cannot be used together")
+    opts = CacheOptions(enabled=not no_cache, cache_dir=cache_dir)
+    if opts.enabled:
+        opts.validate()
+    return opts
+
+
 @dataclass(frozen=True)
 class Robustness:
     chunk_size: int
@@ -175,6 +190,7 @@ class Robustness:
         rows: RowOptions,
         model: ModelOptions | None = None,
         scoring: ScoringOptions | None = None,
+        cache: CacheOptions | None = None,
     ) -> RunOptions:
         opts = RunOptions(
             output,
@@ -185,6 +201,7 @@ class Robustness:
             self.resume,
             self.on_bad_row,
             self.rejected,
+            cache or CacheOptions(),
         )
         opts.validate()
         return opts

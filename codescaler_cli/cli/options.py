@@ -322,3 +322,22 @@ GpusPerWorker = Annotated[
         metavar="X",
     ),
 ]
+NoCache = Annotated[
+    bool,
+    flag(
+        "--no-cache",
+        help="Neither look up nor store scores in the score cache (see `codescaler cache`).",
+        panel=SPEED,
+    ),
+]
+CacheDir = Annotated[
+    str | None,
+    option(
+        "--cache-dir",
+        help="The score cache's directory \\[default: $CODESCALER_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/codescaler, else ~/.cache/codescaler].",
+        panel=SPEED,
+        metavar="DIR",
+        show_default=False,
+    ),
+]

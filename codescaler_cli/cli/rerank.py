@@ -6,11 +6,20 @@ from typing import Annotated
 
 import typer
 
-from ..config import ModelOptions, RankBy, RerankOptions, RowOptions, RunOptions, ScoringOptions
+from ..config import (
+    CacheOptions,
+    ModelOptions,
+    RankBy,
+    RerankOptions,
+    RowOptions,
+    RunOptions,
+    ScoringOptions,
+)
 from .gate import FailUnder, check_gate, check_threshold
 from .groups import (
     EngineChoice,
     Source,
+    cache_options,
     engine_options,
     model_options,
     row_options,
@@ -35,6 +44,7 @@ from .options import (
     rows=row_options,
     model=model_options,
     scoring=scoring_options,
+    cache=cache_options,
     engine=engine_options,
 )
 def rerank(
@@ -44,6 +54,7 @@ def rerank(
     rows: RowOptions,
     model: ModelOptions,
     scoring: ScoringOptions,
+    cache: CacheOptions,
     engine: EngineChoice,
     top_k: Annotated[
         int,
@@ -107,7 +118,7 @@ def rerank(
     from .display import RichProgress, print_selection_metrics
 
     check_threshold(fail_under)
-    opts = RunOptions(output, rows, model, scoring, chunk_size)
+    opts = RunOptions(output, rows, model, scoring, chunk_size, cache=cache)
     # --model (or $CODESCALER_MODEL) named: rows scored by another model are scored again.
     source_of = ctx.get_parameter_source("model")
     named = getattr(source_of, "name", "") == "COMMANDLINE" or bool(

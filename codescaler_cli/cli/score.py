@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from ..config import ModelOptions, RowOptions, ScoringOptions
+from ..config import CacheOptions, ModelOptions, RowOptions, ScoringOptions
 from .groups import (
     EngineChoice,
     Robustness,
     Source,
+    cache_options,
     engine_options,
     model_options,
     robustness,
@@ -27,6 +28,7 @@ from .options import (
     rows=row_options,
     model=model_options,
     scoring=scoring_options,
+    cache=cache_options,
     robust=robustness,
     engine=engine_options,
 )
@@ -36,6 +38,7 @@ def score(
     rows: RowOptions,
     model: ModelOptions,
     scoring: ScoringOptions,
+    cache: CacheOptions,
     robust: Robustness,
     engine: EngineChoice,
     quiet: Quiet = False,
@@ -46,7 +49,7 @@ def score(
     from ..io.writers import write_json
     from .display import RichProgress, print_summary
 
-    opts = robust.run_options(output, rows, model, scoring)
+    opts = robust.run_options(output, rows, model, scoring, cache)
     factory = engine.factory()
     summary = run(
         source.specs(output, opts.rejected, summary_json),

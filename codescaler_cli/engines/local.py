@@ -1,8 +1,9 @@
 """The local engine: chunks scored in this process, one chunk prepared ahead.
 
 Reading, extraction and tokenization of the next chunk run in a worker thread while the
-forward passes of the current one run here. The model loads on the first chunk that
-needs it, so a run whose chunks were all finished earlier never loads it.
+forward passes of the current one run here. The model loads in steps, each on first need
+(model/lazy.py): a run whose chunks were all finished earlier, or whose rows are all in
+the score cache, loads no weights (nor torch).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..stages import ChunkResult, PreparedChunk, finish_chunk, model_provenance,
 from .base import Work
 
 if TYPE_CHECKING:
+    from ..model.lazy import LazyRewardModel
     from ..model.reward_model import RewardModel
     from ..scoring.scorer import Scorer
 
@@ -25,7 +27,9 @@ if TYPE_CHECKING:
 class LocalEngine:
     reads_ranges = False
 
-    def __init__(self, opts: RunOptions, reward_model: RewardModel | None = None) -> None:
+    def __init__(
+        self, opts: RunOptions, reward_model: RewardModel | LazyRewardModel | None = None
+    ) -> None:
         self.opts = opts
         self.rm = reward_model
         self._scorer: Scorer | None = None
@@ -38,9 +42,10 @@ class LocalEngine:
             return None
         if self.rm is not None:
             return str(self.rm.device)
-        from ..model.load import resolve_device
+        from ..model.load import resolve_target
 
-        return str(resolve_device(self.opts.model.device))
+        # Without torch where that is certain: a run answered from the cache never imports it.
+        return resolve_target(self.opts.model).device
 
     def scorer(self, progress: Progress) -> Scorer | None:
         if not self.opts.rows.score:
@@ -48,10 +53,11 @@ class LocalEngine:
         if self._scorer is None:
             from ..scoring.build import build_scorer
 
-            if self.rm is None:
-                progress.stage(f"loading model {self.opts.model.model}")
-            self._scorer = build_scorer(self.rm or self.opts.model, self.opts.scoring)
-            progress.stage_done()
+            # Each loading step (tokenizer, weights) is shown as it happens: with the cache
+            # the weights load at the first forward pass, or never.
+            self._scorer = build_scorer(
+                self.rm or self.opts.model, self.opts.scoring, self.opts.cache, progress=progress
+            )
             self.rm = self._scorer.rm
         return self._scorer
 

@@ -16,7 +16,7 @@ from typing import IO, Any
 from ..config import OnBadRow, ResumeMode, RunOptions
 from ..errors import BadRowError, InputError, UsageError
 from ..fields import InputFields
-from ..io.checkpoint import PartialRun, PartInfo
+from ..io.checkpoint import PART_KEYS, PartialRun, PartInfo
 from ..io.inputs import InputSpec, fingerprint_inputs
 from ..io.jsonl import BadRow
 from ..io.lock import OutputLock
@@ -93,7 +93,7 @@ def run(
             gate.finish()
             if not fields.by_input:
                 raise InputError(f"{specs[0].name}: input has no rows")
-            sink.finish(_metadata(opts, fields, engine, sink.partial))
+            sink.finish(_metadata(opts, fields, engine, sink.partial), summary.cached)
             if summary.rejected:
                 summary.rejected_path = rejected_path
             summary.forward_calls = engine.forward_calls
@@ -158,12 +158,17 @@ class _Sink:
             self.writer.add(result.index, result.table, rejected)
             return
         self.meta = self.meta or metadata()
-        table = result.table.replace_schema_metadata(self.meta)
+        meta = {**self.meta, **_cached_meta(self.opts, result.cached)}
+        table = result.table.replace_schema_metadata(meta)
         table = with_json_columns(table, json_columns(result.table.schema))
-        info = PartInfo(result.n_read, table.num_rows, len(result.bad), result.unique_scored)
+        info = PartInfo(
+            result.n_read, table.num_rows, len(result.bad), result.unique_scored, result.cached
+        )
         self.partial.write_part(result.index, table, rejected, info)
 
-    def finish(self, metadata: dict[str, str]) -> None:
+    def finish(self, metadata: dict[str, str], cached: int) -> None:
+        """``cached``: the run's rows from the score cache (a directory's parts each say
+        their own, so none is written again for the total)."""
         if self.partial is None:
             assert self.writer is not None
             self.writer.finish()
@@ -173,7 +178,7 @@ class _Sink:
         if directory is not None:
             self.partial.finalize_dir(directory, meta, self.rejected)
         else:
-            self.partial.finalize(meta, self.rejected)
+            self.partial.finalize({**meta, **_cached_meta(self.opts, cached)}, self.rejected)
 
     def fail(self, bad_input: bool) -> None:
         """Keep finished chunks for a rerun, unless the input is at fault (a rerun needs a
@@ -215,14 +220,23 @@ def _metadata(
     if model is None and partial is not None and partial.parts:
         old = partial.part_meta(min(partial.parts))
         model = {k: v for k, v in old.items() if k not in meta and k.startswith("codescaler.")}
-        model.pop("codescaler.json_columns", None)
-    return {**meta, **(model or {})}
+        for key in ("codescaler.json_columns", "codescaler.cache", *PART_KEYS):
+            model.pop(key, None)
+    cache = opts.cache.directory() if opts.cache.enabled else "off"
+    return {**meta, **(model or {}), "codescaler.cache": cache}
+
+
+def _cached_meta(opts: RunOptions, cached: int) -> dict[str, str]:
+    """How many rows came from the score cache (scoring runs only)."""
+    return {"codescaler.cached_rows": str(cached)} if opts.rows.score else {}
 
 
 def _add_resumed(summary: RunSummary, partial: PartialRun, index: int) -> None:
     """Count a chunk finished by an earlier, interrupted run."""
     info = partial.parts[index]
-    result = ChunkResult(partial.read_part(index), [], info.unique_scored, index, info.rows_read)
+    result = ChunkResult(
+        partial.read_part(index), [], info.unique_scored, index, info.rows_read, cached=info.cached
+    )
     summarize_chunk(summary, result)
     summary.rejected += info.rejected
     summary.chunks_resumed += 1

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 MANIFEST = "manifest.json"
+# Metadata of one part's rows, not the run's: kept by each part of a directory output.
+PART_KEYS = ("codescaler.cached_rows",)
 FORMAT_VERSION = 1
 
 
@@ -40,6 +42,7 @@ class PartInfo:
     rows_written: int
     rejected: int
     unique_scored: int
+    cached: int = 0  # rows from the score cache (absent in manifests of older runs)
 
 
 class PartialRun:
@@ -213,7 +216,9 @@ class PartialRun:
             else:  # another type for some column, or other metadata
                 fd, tmp = atomic_path(dst)
                 os.close(fd)
-                pq.write_table(conform(pq.read_table(src), schema), tmp)
+                table = conform(pq.read_table(src), schema)
+                own = {k: v for k, v in _meta(s).items() if k in PART_KEYS}
+                pq.write_table(table.replace_schema_metadata({**_meta(schema), **own}), tmp)
                 os.replace(tmp, dst)
         if not order:
             pq.write_table(schema.empty_table(), new[0])

@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ...config import OnBadRow, RunOptions
-from ...errors import CodescalerError
+from ...errors import CodescalerError, describe_error
 from ...progress import Progress
 from ...stages import finish_chunk, model_provenance, prepare_chunk
 
@@ -92,7 +92,7 @@ def pack_error(exc: BaseException) -> bytes:
             clone = type(exc).__new__(type(exc))
             clone.args = (str(exc),)
             return pickle.dumps((pickle.dumps(clone), tb))
-        text = f"{type(exc).__name__}: {exc}"
+        text = describe_error(exc)
         return pickle.dumps((pickle.dumps(RuntimeError(f"Ray worker failed: {text}")), tb))
 
 
@@ -105,7 +105,12 @@ def unpack_error(blob: bytes) -> BaseException:
 
 
 class ScorerActor:
-    """Ray Data actor: loads the reward model once, then scores one chunk (or shard) per row.
+    """Ray Data actor: builds the scorer once, then scores one chunk (or shard) per row.
+
+    Rows are looked up in the score cache here, on the worker, against its own machine's
+    store (keys are of the extracted code, which only the actors compute; nothing more
+    travels, and a cluster without a shared disk works: each node keeps its own store).
+    The model loads on the first miss, so a worker whose rows all hit loads no weights.
 
     The output has one row per task: the result table as Arrow IPC (with ``ROW_ID``, and
     ``RAN`` for a shard), the rows set aside, counters, and the model's provenance. Two
@@ -120,6 +125,7 @@ class ScorerActor:
         self.error: bytes | None = None
         self.meta = ""
         self.worker = f"{os.uname().nodename}:{os.getpid()}"
+        self.notes: list[str] = []  # the cache's notices, sent to the driver with a result
         self.prepare_lock = threading.Lock()  # the tokenizer is not thread-safe
         self.model_lock = threading.Lock()  # one chunk's passes at a time on the device
         try:
@@ -131,7 +137,12 @@ class ScorerActor:
             if opts.rows.score:
                 from ...scoring.build import build_scorer
 
-                self.scorer = build_scorer(replace(opts.model, device=device), opts.scoring)
+                self.scorer = build_scorer(
+                    replace(opts.model, device=device),
+                    opts.scoring,
+                    opts.cache,
+                    notify=self.notes.append,
+                )
                 self.rm = self.scorer.rm
                 self.meta = json.dumps(model_provenance(self.rm, opts.scoring.max_length))
         except Exception as exc:
@@ -169,8 +180,11 @@ class ScorerActor:
             table = result.table.append_column(ROW_ID, pa.array(ids, pa.int64()))
             if result.ran is not None:
                 table = table.append_column(RAN, pa.array(result.ran, pa.bool_()))
+            notes = [self.notes.pop(0) for _ in range(len(self.notes))]  # pop: thread-safe
             return {
                 **row,
+                "notes": "\n".join(notes) or None,
+                "cached": result.cached,
                 "table": to_ipc(table),
                 "bad": pickle.dumps(result.bad),
                 "n_read": chunk.n_read,
@@ -197,6 +211,8 @@ def result_schema() -> pa.Schema:
             ("bad", pa.large_binary()),
             ("n_read", pa.int64()),
             ("unique_scored", pa.int64()),
+            ("cached", pa.int64()),
+            ("notes", pa.string()),
             ("tokens", pa.int64()),
             ("forward_calls", pa.int64()),
             ("plan", pa.string()),

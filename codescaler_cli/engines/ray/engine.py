@@ -31,6 +31,7 @@ import pickle
 import tempfile
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ...config import RayOptions, RunOptions
@@ -113,11 +114,16 @@ class RayEngine:
         ds = self._dataset(tasks, sharded=shards > 1)
         got: dict[int, list[dict[str, Any]]] = {}
         workers: set[str] = set()
+        notes: set[str] = set()
         with contextlib.closing(_iter_results(ds, res, self._session.actor_start_timeout_s)) as it:
             for row in it:
                 if row["error"] is not None:
                     raise unpack_error(row["error"])
                 workers.add(row["worker"])
+                for note in (row["notes"] or "").splitlines():
+                    if note not in notes:  # each notice once, whichever worker saw it
+                        notes.add(note)
+                        progress.message(f"{note} (on {row['worker'].split(':')[0]})")
                 self._forward_calls += row["forward_calls"]
                 parts = got.setdefault(row["index"], [])
                 parts.append(row)
@@ -173,7 +179,7 @@ class RayEngine:
         actor_args: dict[str, Any] = {
             "compute": rd.ActorPoolStrategy(**pool),
             "num_cpus": res.cpus_per_worker,
-            "fn_constructor_args": (self.opts, res.device, res.threads),
+            "fn_constructor_args": (worker_options(self.opts), res.device, res.threads),
         }
         if res.gpus_per_worker:
             actor_args["num_gpus"] = res.gpus_per_worker
@@ -194,6 +200,16 @@ class RayEngine:
                 except TypeError:  # pragma: no cover - a Ray without ray_remote_args
                     pass
             return ds.map_batches(ScorerActor, batch_size=1, batch_format="pyarrow", **actor_args)
+
+
+def worker_options(opts: RunOptions) -> RunOptions:
+    """The options the actors get. A score cache directory the driver names (--cache-dir,
+    $CODESCALER_CACHE_DIR) is used as the driver resolves it; otherwise each worker keeps
+    its own machine's default (a worker's environment is not the driver's)."""
+    cache = opts.cache
+    if cache.enabled and (cache.cache_dir or os.environ.get("CODESCALER_CACHE_DIR")):
+        return replace(opts, cache=replace(cache, cache_dir=cache.directory()))
+    return opts
 
 
 def _tasks(todo: list[Work], shards: int) -> list[dict[str, Any]]:
@@ -224,7 +240,10 @@ def _merge(parts: list[dict[str, Any]]) -> ChunkResult:
     if RAN in table.column_names:
         table = table.drop_columns([RAN])
     bad = pickle.loads(first["bad"])
-    return ChunkResult(table, bad, first["unique_scored"], first["index"], first["n_read"])
+    cached = sum(p["cached"] for p in parts)  # shards look nothing up (Scorer.run): 0
+    return ChunkResult(
+        table, bad, first["unique_scored"], first["index"], first["n_read"], cached=cached
+    )
 
 
 def _merge_scores(base: pa.Table, ran: list[list[bool]], tables: list[pa.Table]) -> pa.Table:
