@@ -14,7 +14,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "cli.md"
 WIDTH = 100
-COMMANDS = ["score", "extract", "rerank", "eval-pairs", "serve", "make-test-model"]
+COMMANDS = [
+    "score",
+    "extract",
+    "rerank",
+    "eval-pairs",
+    "serve",
+    "cache",
+    "cache info",
+    "cache prune",
+    "cache clear",
+    "make-test-model",
+]
 
 
 # Rendered in one child process: Typer reads the terminal width when it is imported.
