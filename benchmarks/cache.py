@@ -78,41 +78,7 @@ def timed(args: list[str], env: dict[str, str]) -> float:
 
 
 def codescaler(*args: str) -> list[str]:
-    if WIRED:
-        return [sys.executable, "-m", "codescaler_cli", *args]
-    return [sys.executable, __file__, "--drive", *args]
-
-
-def _wired() -> bool:
-    """Whether `codescaler score` has the cache's options (else the library's cache is put
-    in place of the CLI's wiring by :func:`drive`)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "codescaler_cli", "score", "--help"], capture_output=True, text=True
-    )
-    return "--no-cache" in out.stdout
-
-
-def drive(argv: list[str]) -> None:
-    """`codescaler ARGV` with the score cache on (CODESCALER_CACHE_DIR) unless --no-cache."""
-    from codescaler_cli.config import CacheOptions
-    from codescaler_cli.engines.local import LocalEngine
-    from codescaler_cli.model.load import resolve_target
-    from codescaler_cli.scoring import build
-
-    cache = None if "--no-cache" in argv else CacheOptions()
-    argv = [a for a in argv if a != "--no-cache"]
-    real = build.build_scorer
-    build.build_scorer = lambda model, scoring=None, c=None, **kw: real(
-        model, scoring, c or cache, **kw
-    )
-    LocalEngine.device = lambda self: resolve_target(self.opts.model).device
-    from codescaler_cli.cli import main as cli
-
-    sys.argv = ["codescaler", *argv]
-    cli()
-
-
-WIRED = False
+    return [sys.executable, "-m", "codescaler_cli", *args]
 
 
 def lookups_per_second(model: str, cache: str, rows: list[dict]) -> tuple[float, int]:
@@ -141,10 +107,6 @@ def read_scores(path: Path) -> list[float]:
 
 
 def main() -> None:
-    global WIRED
-    if sys.argv[1:2] == ["--drive"]:
-        return drive(sys.argv[2:])
-    WIRED = _wired()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--alone-sample", type=int, default=64, help="candidates checked alone")
