@@ -116,6 +116,7 @@ def main() -> None:
                 out = Path(tmp) / f"out{n}.parquet"
                 cmd = [sys.executable, "-m", "codescaler_cli", task, str(src), "-o", str(out)]
                 cmd += ["--device", "cpu", "-q", "--chunk-size", str(args.chunk_size)]
+                cmd += ["--no-cache"]  # the pipeline's memory, not the score cache's
                 if task == "rerank":
                     write_scored(src, n, model)
                 else:

@@ -399,7 +399,7 @@ def load_model(profile: str, device: str, dtype: str, workdir: Path, tokenizer_d
 
 def ray_rows(args, records: list[dict], workdir: Path) -> None:
     """End-to-end runs (start-up and model loading included) of both engines on one file."""
-    from codescaler_cli.config import ModelOptions, RayOptions, RunOptions
+    from codescaler_cli.config import CacheOptions, ModelOptions, RayOptions, RunOptions
     from codescaler_cli.engines.loop import run
     from codescaler_cli.engines.ray.engine import RayEngine
     from codescaler_cli.io.inputs import resolve_inputs
@@ -412,7 +412,9 @@ def ray_rows(args, records: list[dict], workdir: Path) -> None:
     chunk = max(1, len(records) // (4 * args.ray))
 
     def opts(name: str) -> RunOptions:
-        return RunOptions(output=str(workdir / name), model=model, chunk_size=chunk)
+        # No score cache: the second engine must score the same rows again.
+        off = CacheOptions(enabled=False)
+        return RunOptions(output=str(workdir / name), model=model, chunk_size=chunk, cache=off)
 
     t0 = time.perf_counter()
     run(specs, opts("local.parquet"))
