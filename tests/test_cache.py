@@ -344,7 +344,9 @@ def test_two_writers_at_once_both_finish(tmp_path):
     b = _writer(tmp_path, 5_000, 15_000, 50, tmp_path / "b", go)  # half the same keys
     deadline = time.monotonic() + 60
     while not all(os.path.exists(f"{go}.{n}") for n in (0, 5000)):
-        assert time.monotonic() < deadline and a.poll() is None and b.poll() is None
+        for proc in (a, b):
+            assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "the writers did not start within 60 s"
         time.sleep(0.01)
     Path(go).touch()  # both write from now on
     for proc in (a, b):
