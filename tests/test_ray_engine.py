@@ -310,22 +310,20 @@ def test_many_chunks_resume_a_local_run_into_a_directory_of_parts(
     assert not Path(f"{out_dir}.partial").exists()
 
 
-def test_workers_look_up_and_store_in_the_score_cache(ray_cluster, tiny_model_dir, tmp_path):
+def test_workers_look_up_in_the_score_cache_the_driver_names(ray_cluster, tiny_model_dir, tmp_path):
     """Lookups happen on the workers, in the store the driver names ($CODESCALER_CACHE_DIR
-    here): a Ray run stores what it scored; the local engine then answers every row from
-    it, and so does a second Ray run (no forward pass anywhere), with the same rows."""
+    here): after a local run, a Ray run answers every row from it (no forward pass, no
+    weights loaded on a worker) and writes the same rows."""
     src = _write_jsonl(tmp_path / "in.jsonl", _rows(2, 6))
     specs = resolve_inputs([str(src)])
     on = {"cache": CacheOptions(), "chunk_size": 6}  # 2 chunks for 2 workers: not sharded
-    cold, _ = _ray(specs, _cfg(tiny_model_dir, tmp_path / "cold.parquet", **on))
-    assert cold.forward_calls > 0 and cold.cached == 0
     local = _local(specs, _cfg(tiny_model_dir, tmp_path / "local.parquet", **on))
-    warm, _ = _ray(specs, _cfg(tiny_model_dir, tmp_path / "warm.parquet", **on))
-    for summary in (local, warm):
-        assert summary.forward_calls == 0 and summary.cached == cold.scored > 0
-    tables = [pq.read_table(tmp_path / f"{n}.parquet") for n in ("cold", "local", "warm")]
-    assert tables[0].equals(tables[1]) and tables[0].equals(tables[2])
-    assert tables[2].schema.metadata[b"codescaler.cached_rows"] == str(cold.scored).encode()
+    assert local.forward_calls > 0 and local.cached == 0
+    warm, _ = _ray(specs, _cfg(tiny_model_dir, tmp_path / "ray.parquet", **on))
+    assert warm.forward_calls == 0 and warm.cached == local.scored > 0
+    got, expected = (pq.read_table(tmp_path / f"{n}.parquet") for n in ("ray", "local"))
+    assert got.equals(expected)
+    assert got.schema.metadata[b"codescaler.cached_rows"] == str(local.scored).encode()
 
 
 def test_first_bad_row_fails_like_the_local_engine_after_rows_in_order(
