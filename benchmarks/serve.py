@@ -13,11 +13,17 @@ throughput benchmark's generator). Rows:
   scoring one request at a time, as OpenRLHF's serve_rm does without coalescing.
 Each row reports candidates/s, the ratio to offline and to the naive server at the same
 concurrency, p50 / p99 request latency, and the largest score difference to offline.
+
+Abandoned requests (``--abandon-only`` runs just this case): 8 one-sample clients, alone
+and then while 8 more clients each post a 2,000-sample request and hang up after 0.3 s,
+over and over. The one-sample p99 latency with them should stay within 2x of without;
+the server's metrics show the abandoned candidates were dropped, not scored.
 """
 
 import argparse
 import asyncio
 import json
+import multiprocessing
 import socket
 import statistics
 import subprocess
@@ -26,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -34,6 +41,8 @@ sys.path.insert(0, str(HERE))
 import throughput  # noqa: E402  (the model profiles and the input generator)
 
 GROUP = 8
+ABANDON_SAMPLES = 2000
+ABANDON_AFTER_S = 0.3
 
 
 def naive_server(model_dir: str, port: int) -> None:
@@ -121,6 +130,118 @@ async def load(
     return seconds, latencies, [x for batch in results for x in batch]
 
 
+async def abandon_forever(port: int, body: bytes, stop: asyncio.Event, counts: dict) -> None:
+    """Post ``body`` and hang up after ABANDON_AFTER_S, again and again, until ``stop``."""
+    head = (
+        f"POST /v1/rewards HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+
+    async def post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(head + body)
+        await writer.drain()
+        await reader.read(1)
+
+    while not stop.is_set():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            await asyncio.wait_for(post(reader, writer), ABANDON_AFTER_S)
+            counts["answered"] += 1
+        except asyncio.TimeoutError:
+            counts["abandoned"] += 1
+        writer.transport.abort()  # gone at once, unsent body and all
+
+
+def abandoning_clients(port: int, body: bytes, n: int, stop: Any, counts: Any) -> None:
+    """``n`` abandoning clients until ``stop`` is set; counts: [abandoned, answered]."""
+
+    async def main() -> None:
+        done = asyncio.Event()
+        tally = {"abandoned": 0, "answered": 0}
+
+        async def watch() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            done.set()
+
+        await asyncio.gather(watch(), *(abandon_forever(port, body, done, tally) for _ in range(n)))
+        counts[0], counts[1] = tally["abandoned"], tally["answered"]
+
+    asyncio.run(main())
+
+
+def metric(url: str, prefix: str) -> float:
+    import httpx
+
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    return sum(float(ln.split()[-1]) for ln in lines if ln.startswith(prefix))
+
+
+def abandon_case(model_dir: str, items: list[dict], clients: int = 8) -> list[dict]:
+    """One-sample p50/p99 with and without clients that abandon large requests."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "codescaler_cli", "serve", "--model", model_dir, "--device", "cpu",
+           "--port", str(port), "--max-queue", "100000", "--max-items", str(ABANDON_SAMPLES),
+           "--max-request-bytes", str(1 << 30)]  # fmt: skip
+    proc = start(cmd, port)
+    url = f"http://127.0.0.1:{port}"
+    big = {"items": [items[i % len(items)] for i in range(ABANDON_SAMPLES)]}
+    body = json.dumps(big).encode()
+    one_each = [[x] for x in items]
+    rows = []
+    try:
+        asyncio.run(load(url, one_each[:GROUP], GROUP))  # warm-up
+        for abandoning in (0, clients):
+            # The abandoning clients run in another process: their writes must not delay
+            # the measured clients' event loop (they share the CPU all the same).
+            ctx = multiprocessing.get_context("spawn")
+            stop, counts = ctx.Event(), ctx.Array("i", 2)
+            procs = [
+                ctx.Process(target=abandoning_clients, args=(port, body, abandoning, stop, counts))
+                for _ in range(1 if abandoning else 0)
+            ]
+            for p in procs:
+                p.start()
+            if procs:
+                time.sleep(1.0)  # in full swing
+
+            scored = metric(url, "codescaler_candidates_total")
+            _, latencies, _ = asyncio.run(load(url, one_each, clients))
+            stop.set()
+            for p in procs:
+                p.join(60)
+            lat_ms = sorted(x * 1000 for x in latencies)
+            rows.append({
+                "abandoning": abandoning, "requests": len(lat_ms),
+                "p50": statistics.median(lat_ms), "p99": lat_ms[min(len(lat_ms) - 1, int(0.99 * len(lat_ms)))],
+                "abandoned": counts[0], "answered": counts[1],
+                "scored": metric(url, "codescaler_candidates_total") - scored,
+            })  # fmt: skip
+            print(f"  abandon case, {abandoning} abandoning clients: done", file=sys.stderr)
+        rows[-1]["cancelled"] = metric(
+            url, 'codescaler_requests_total{route="/v1/rewards",status="cancelled"}'
+        )
+        rows[-1]["dropped"] = metric(url, 'codescaler_abandoned_candidates_total{stage="dropped"}')
+        rows[-1]["discarded"] = metric(
+            url, 'codescaler_abandoned_candidates_total{stage="discarded"}'
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    base = rows[0]["p99"]
+    print()
+    print(f"| one-sample clients | clients abandoning {ABANDON_SAMPLES:,}-sample requests after {ABANDON_AFTER_S:g} s "
+          "| one-sample requests | p50 ms | p99 ms | p99 vs without | requests abandoned | candidates scored |")  # fmt: skip
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {clients} | {r['abandoning']} | {r['requests']} | {r['p50']:,.0f} | {r['p99']:,.0f} | "
+              f"{r['p99'] / base:.2f}x | {r['abandoned']} | {r['scored']:,.0f} |")  # fmt: skip
+    last = rows[-1]
+    print(f"\nserver metrics: {last['cancelled']:.0f} requests cancelled; abandoned candidates "
+          f"{last['dropped']:,.0f} dropped before scoring, {last['discarded']:,.0f} scored and discarded")  # fmt: skip
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -130,6 +251,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--tokenizer-dir", help="a saved Qwen tokenizer (skips the offline conversion)")
     ap.add_argument("--json", help="write the rows as JSON here")
+    ap.add_argument(
+        "--abandon-only", action="store_true", help="run only the abandoned-requests case"
+    )
     ap.add_argument("--naive-server", nargs=2, metavar=("MODEL", "PORT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.naive_server:
@@ -151,6 +275,9 @@ def main() -> None:
     rm = throughput.load_model(args.profile, "cpu", "auto", work, args.tokenizer_dir)
     model_dir = str(work / args.profile)
     n = len(items)
+    if args.abandon_only:
+        abandon_case(model_dir, items)
+        return
 
     chunk = Chunk(0, items, [str(i) for i in range(n)])
     process_chunk(chunk, Fields("question", "response"), RowOptions(), Scorer(rm))  # warm-up
@@ -214,8 +341,9 @@ def main() -> None:
         p99 = "-" if row["p99"] is None else f"{row['p99']:,.0f}"
         print(f"| {row['server']} | {row['clients']} | {row['request']} | {row['rate']:.2f} | "
               f"{row['rate'] / offline_rate:.2f}x | {vs_naive} | {p50} | {p99} | {row['diff']:.1e} |")  # fmt: skip
+    abandon = abandon_case(model_dir, items)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        Path(args.json).write_text(json.dumps({"rows": rows, "abandon": abandon}, indent=1))
 
 
 if __name__ == "__main__":

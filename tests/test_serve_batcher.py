@@ -148,3 +148,19 @@ def test_past_the_shutdown_deadline_what_waits_is_refused(make):
         running.result(10)  # stopped between its passes
     with pytest.raises(Closed):
         batcher.submit(_items([3]))
+
+
+def test_a_large_request_given_as_it_is_extracted_is_scored_in_order(make):
+    scorer = FakeScorer()
+    batcher, abandoned = make(scorer)
+    items = _items(range(100, 130))
+    streamed = batcher.submit(items[:5], total=30, estimate=10**6)
+    time.sleep(0.05)  # the first items are scored; the worker then waits for more
+    assert batcher.ahead(streamed) == 0 and not streamed.done()
+    assert batcher.extend(streamed, items[5:20]) and batcher.extend(streamed, items[20:])
+    assert [s.score for s in streamed.result(10)] == [float(c) for c in range(100, 130)]
+    # Gone before all of it came: what never came counts as dropped, and no more is taken.
+    gone = batcher.submit(items[:3], total=30, estimate=10**6)
+    time.sleep(0.05)
+    batcher.cancel(gone)
+    assert not batcher.extend(gone, items[3:]) and (27, False) in abandoned

@@ -51,7 +51,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    srv = Server(tiny_model_dir, "--max-length", "8192")  # a 352 KB response is extracted
+    srv = Server(tiny_model_dir)
     srv.wait_ready()
     yield srv
     assert srv.stop() == 0
@@ -167,7 +167,7 @@ def test_the_server_gives_codescaler_score_s_rewards_for_the_injection_pairs(htt
     from codescaler_cli.api import score_records
 
     rows = [{"question": q, "response": r} for _, q, r in CASES]
-    expected = score_records(rows, model=str(tiny_model_dir), device="cpu", max_length=8192)
+    expected = score_records(rows, model=str(tiny_model_dir), device="cpu")
     got = _post(http, "/v1/rewards", {"items": rows})["results"]
     for g, e in zip(got, expected, strict=True):
         assert (g["reward"], g["code"], g["code_valid"]) == (
@@ -179,7 +179,7 @@ def test_the_server_gives_codescaler_score_s_rewards_for_the_injection_pairs(htt
 
 def test_a_response_of_many_broken_fences_is_answered_promptly(http):
     block = "```python\ndef f(:\n    pass\n```\n"
-    response = block * (352_000 // len(block))  # ~352 KB, under this server's extraction limit
+    response = block * (352_000 // len(block))  # ~352 KB
     started = time.monotonic()
     result = _reference(http, "Write f.", response)
     assert result["extract_method"] != "too_long"  # it was extracted, not skipped

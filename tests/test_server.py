@@ -181,6 +181,34 @@ def test_openrlhf_payloads_from_a_qwen_chat_template(server, tok):
     assert got["rewards"][1] == 0.0 and got["scores"][1] == 0.0 and got["rewards"][0] > 0
 
 
+def test_large_requests_are_scored_in_pieces_and_stay_exact(server, tiny_model_dir):
+    """Two requests larger than a piece (16 passes of 1024 tokens on a CPU) at once, and a
+    small one: the large ones are taken one at a time, extracted a little ahead of their
+    scoring; every reward is codescaler score's for the same rows."""
+    from codescaler_cli.api import score_records
+
+    rows = [
+        {"question": f"Problem {i % 7}: " + "sum the squares of xs. " * 8,
+         "response": f"```python\ndef f(xs):\n    return sum(x * x for x in xs) + {i}\n```"}
+        for i in range(260)
+    ]  # fmt: skip
+    assert len(json.dumps({"items": rows})) > 16 * 1024 * 3.5  # over a piece
+
+    async def post_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            bodies = [{"items": rows}, {"items": rows[::-1]}, {"items": rows[:1]}]
+            return await asyncio.gather(*(client.post("/v1/rewards", json=b) for b in bodies))
+
+    large, reverse, small = asyncio.run(post_all())
+    expected = score_records(rows, model=str(tiny_model_dir), device="cpu")
+    got = [r["reward"] for r in large.json()["results"]]
+    back = [r["reward"] for r in reverse.json()["results"]][::-1]
+    for g, b, e in zip(got, back, expected, strict=True):
+        assert abs(g - e["reward"]) <= TOL * max(1.0, abs(e["reward"])) and e["code_valid"]
+        assert abs(b - e["reward"]) <= TOL * max(1.0, abs(e["reward"]))
+    assert small.json()["results"][0]["reward"] == pytest.approx(expected[0]["reward"], rel=TOL)
+
+
 def test_verl_classify_payloads(server, tok):
     question, response = "Add two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"
     rendered = tok.apply_chat_template(

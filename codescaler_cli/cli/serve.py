@@ -163,8 +163,10 @@ def serve(
 
     Routes: POST /v1/rewards (native), POST /get_reward (OpenRLHF), POST /classify (vLLM's
     API, for verl), GET /health, GET /v1/models, GET /metrics. Concurrent requests are
-    scored together; every score equals that candidate's score alone. Needs the serve
-    extra: pip install 'codescaler-cli[serve]'.
+    scored together; every score equals that candidate's score alone. The trainer's prompt
+    is trusted, the response is content: nothing it writes moves a turn boundary or picks
+    its question (docs/serve.md). Needs the serve extra: pip install
+    'codescaler-cli\\[serve]'.
     """
     from ..errors import MissingDependencyError
 

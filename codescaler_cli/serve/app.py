@@ -26,13 +26,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from ..errors import describe_error
+from . import routes
 from .body import ClientGone, RequestError, decode_json
+from .prep import Client
 from .protocol import guarded_protocol
-from .service import Client, Service
+from .service import Service
 
 OPEN_ROUTES = ("/health",)  # answered without the API key (load balancers, probes)
 ROUTES = ("/v1/rewards", "/get_reward", "/classify", "/health", "/v1/models", "/metrics")
-LARGE_BODY = 1 << 20  # bodies over this are decoded off the event loop
 CLIENT_GONE = 499  # nginx's "client closed request": never sent, counted as cancelled
 SHUTDOWN_MARGIN = 1.5  # seconds of the grace period kept for closing down after the drain
 
@@ -143,9 +144,16 @@ def create_app(service: Service) -> ASGIApp:
     async def handle(request: Request, route: Callable[..., Awaitable[Any]]) -> Response:
         client = None
         try:
-            body = await _json_body(request, service)
+            raw = await _read_body(request, service.options.max_request_bytes)
             client = Client(request.receive)
-            return JSONResponse(await route(body, request.state.ticket, client))
+            large = len(raw) > service.large_bytes
+            if large:
+                request.state.ticket.leave()  # not on its way soon: batches do not wait for it
+                await service.await_turn(client)
+            body = (
+                await service.prep.call(decode_json, raw, low=True) if large else decode_json(raw)
+            )
+            return JSONResponse(await route(service, body, request.state.ticket, client))
         except ClientGone:
             return Response(status_code=CLIENT_GONE)
         except asyncio.CancelledError:  # the grace period is over: answer, if still possible
@@ -161,15 +169,15 @@ def create_app(service: Service) -> ASGIApp:
 
     @app.post("/v1/rewards")
     async def rewards(request: Request) -> Response:
-        return await handle(request, service.rewards)
+        return await handle(request, routes.rewards)
 
     @app.post("/get_reward")
     async def get_reward(request: Request) -> Response:
-        return await handle(request, service.get_reward)
+        return await handle(request, routes.get_reward)
 
     @app.post("/classify")
     async def classify(request: Request) -> Response:
-        return await handle(request, service.classify)
+        return await handle(request, routes.classify)
 
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> Any:
@@ -191,8 +199,7 @@ def create_app(service: Service) -> ASGIApp:
     return Guard(app, service)
 
 
-async def _json_body(request: Request, service: Service) -> dict[str, Any]:
-    limit = service.options.max_request_bytes
+async def _read_body(request: Request, limit: int) -> bytes:
     parts, size = [], 0
     try:
         async for part in request.stream():  # chunked uploads too: stop at the limit
@@ -202,8 +209,7 @@ async def _json_body(request: Request, service: Service) -> dict[str, Any]:
             parts.append(part)
     except ClientDisconnect:  # the client left, or its body timed out
         raise ClientGone() from None
-    raw = b"".join(parts)
-    return await service.prep.call(decode_json, raw) if size > LARGE_BODY else decode_json(raw)
+    return b"".join(parts)
 
 
 def _stopping() -> RequestError:

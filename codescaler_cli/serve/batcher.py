@@ -32,43 +32,20 @@ if TYPE_CHECKING:
     from ..config import ServeOptions
     from ..scoring.scorer import PairScores, Scorer
 
-CHARS_PER_TOKEN = 3.5  # to size a batch before tokenizing it
+from .items import Abandoned, BatchReport, Candidate, Closed, QueueFull, Scored, tokens_of
+
+__all__ = ["BatchReport", "Batcher", "Candidate", "Closed", "QueueFull", "Scored", "Ticket"]
+
 PIECE_PASSES = 16  # a piece of a large request: about this many of the scorer's passes
-
-
-class QueueFull(Exception):
-    """More candidates are waiting than the queue holds: try again later (503)."""
-
-
-class Closed(Exception):
-    """The server is shutting down."""
-
-
-class Abandoned(Exception):
-    """Raised between forward passes to stop a batch nobody waits for any more."""
-
-
-@dataclass
-class Candidate:
-    question: str
-    code: str  # the extracted code; with ``raw``, the whole model input
-    raw: bool = False  # score ``code`` as the text it is (no chat template, no extraction)
-
-
-@dataclass
-class Scored:
-    score: float | None
-    n_tokens: int | None
-    truncated: bool
-    too_long: bool
 
 
 @dataclass(eq=False)
 class _Job:
-    items: list[Candidate]
+    items: list[Candidate]  # those given so far (a large request's come as it is extracted)
     future: Future
     tokens: list[float]  # estimated tokens of each item
-    total: float
+    total: float  # estimated tokens of the whole request
+    expected: int  # items in the whole request
     enqueued: float = field(default_factory=time.monotonic)
     next: int = 0  # first item not yet handed to a batch
     done: int = 0  # items scored
@@ -82,18 +59,6 @@ class _Slice:
     job: _Job
     start: int
     end: int
-
-
-@dataclass
-class BatchReport:
-    """What one batch did, for the metrics."""
-
-    requests: int
-    candidates: int
-    unique: int  # candidates the model ran
-    dedup_hits: int  # candidates answered by an identical one in the batch
-    tokens: int
-    prefix_tokens_saved: int  # prompt tokens not recomputed (prompt reuse)
 
 
 class Ticket:
@@ -149,12 +114,21 @@ class Batcher:
             self._coming += delta
             self._cond.notify_all()
 
-    def submit(self, items: list[Candidate], ticket: Ticket | None = None) -> Future:
+    def submit(
+        self,
+        items: list[Candidate],
+        ticket: Ticket | None = None,
+        total: int | None = None,
+        estimate: float | None = None,
+    ) -> Future:
         """A future of the items' :class:`Scored`, in order. Raises QueueFull or Closed.
         ``ticket``: the request's announcement, withdrawn as it is queued (atomically, so
-        a forming batch never stops waiting for a request that is not in it yet)."""
+        a forming batch never stops waiting for a request that is not in it yet).
+        ``total``: the request's size when only its first items come now and the rest
+        with :meth:`extend`; ``estimate``: then, its tokens (for the choice of pieces)."""
         future: Future = Future()
-        tokens = [(len(c.question) + len(c.code)) / CHARS_PER_TOKEN for c in items]
+        tokens = [tokens_of(c) for c in items]
+        total = len(items) if total is None else total
         with self._cond:
             if ticket is not None and ticket.batcher is self:
                 ticket.batcher = None
@@ -162,17 +136,43 @@ class Batcher:
                 self._cond.notify_all()
             if self._closed or self._past_deadline():
                 raise Closed()
-            if not items:
+            if not total:
                 future.set_result([])
                 return future
-            if self._waiting + len(items) > self.max_queue and self._pending:
+            if self._waiting + total > self.max_queue and self._pending:
                 raise QueueFull()
-            job = _Job(items, future, tokens, sum(tokens), results=[None] * len(items))
+            size = sum(tokens) if estimate is None else estimate
+            job = _Job(list(items), future, tokens, size, total, results=[None] * total)
             self._pending.append(job)
             self._jobs[future] = job
-            self._waiting += len(items)
+            self._waiting += total
             self._cond.notify_all()
         return future
+
+    def extend(self, future: Future, items: list[Candidate]) -> bool:
+        """More of a request's items (see :meth:`submit`); False once it is gone."""
+        with self._cond:
+            job = self._jobs.get(future)
+            if job is None or job.gone or job.future.done():
+                return False
+            job.items += items
+            job.tokens += [tokens_of(c) for c in items]
+            self._cond.notify_all()
+        return True
+
+    def ahead(self, future: Future) -> float:
+        """Estimated tokens of a request's items given but not yet handed to a batch."""
+        with self._cond:
+            job = self._jobs.get(future)
+            return 0.0 if job is None else sum(job.tokens[job.next :])
+
+    def large_waiting(self) -> bool:
+        """Whether a large request waits for its first piece."""
+        with self._cond:
+            return any(
+                j.next == 0 and (j.total > self.piece_tokens or j.expected > len(j.items))
+                for j in self._pending
+            )
 
     def cancel(self, future: Future) -> None:
         """The request's client has gone: drop what of it is not scored yet; a batch that
@@ -183,7 +183,7 @@ class Batcher:
             if job is None or job.gone:
                 return
             job.gone = True
-            left = len(job.items) - job.next
+            left = job.expected - job.next
             if left and job in self._pending:
                 self._pending.remove(job)
                 self._waiting -= left
@@ -245,13 +245,22 @@ class Batcher:
                 self._cond.wait(left)
             whole, large = [], []
             for job in self._pending:
-                fits = job.next == 0 and job.total <= self.piece_tokens
-                (whole if fits else large).append(job)
+                if (
+                    job.next == 0
+                    and job.total <= self.piece_tokens
+                    and job.expected == len(job.items)
+                ):
+                    whole.append(job)
+                elif job.next < len(job.items):  # a large one, with items to score now
+                    large.append(job)
             if whole and (not large or self._small_turn):
                 self._small_turn = False
                 return self._take_whole(whole)
             self._small_turn = True
-            return self._take_piece(large[0]) if large else []
+            if large:
+                return self._take_piece(large[0])
+            self._cond.wait(self.window or 0.01)  # large requests still being extracted
+            return []
 
     def _take_whole(self, jobs: list[_Job]) -> list[_Slice]:
         """Whole small requests, oldest first, up to ``batch_tokens``."""
@@ -280,7 +289,7 @@ class Batcher:
         meanwhile."""
         self._pending.remove(job)
         if job.next == 0 and not job.future.set_running_or_notify_cancel():
-            self._waiting -= len(job.items)
+            self._waiting -= job.expected
             self._jobs.pop(job.future, None)
             return []
         end, tokens = job.next, 0.0
@@ -293,7 +302,7 @@ class Batcher:
         self._waiting -= end - job.next
         job.next = end
         job.running += 1
-        if end < len(job.items):
+        if end < job.expected:
             self._pending.append(job)
         return [piece]
 
@@ -301,7 +310,7 @@ class Batcher:
         """Past the shutdown deadline: what waits is answered Closed (503), not scored."""
         while self._pending:
             job = self._pending.popleft()
-            self._waiting -= len(job.items) - job.next
+            self._waiting -= job.expected - job.next
             if job.next == 0:
                 job.future.set_running_or_notify_cancel()
             if not job.future.done():
@@ -350,12 +359,12 @@ class Batcher:
                 elif isinstance(results, list):
                     job.results[s.start : s.end] = results[start - n : start]
                     job.done += n
-                    if job.done == len(job.items):
+                    if job.done == job.expected:
                         job.future.set_result(job.results)
                 else:  # failed or stopped: the rest of the request is not scored either
                     if job in self._pending:
                         self._pending.remove(job)
-                        self._waiting -= len(job.items) - job.next
+                        self._waiting -= job.expected - job.next
                     job.future.set_exception(results if results is not None else Closed())
                 if (job.gone or job.future.done()) and not job.running:
                     self._jobs.pop(job.future, None)

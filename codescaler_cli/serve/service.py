@@ -10,24 +10,21 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import ExtractMode, ModelOptions, RowOptions, ScoringOptions, ServeOptions, Shaping
 from ..extract import Extraction
-from ..shaping import sigmoid
 from ..stages import extract_responses, score_columns
 from .batcher import Batcher, Candidate, Closed, QueueFull, Scored, Ticket
-from .body import RequestError, activation, choice, item_id, text
+from .body import RequestError
+from .items import CHARS_PER_TOKEN
 from .metrics import Metrics
 from .parse import (
     Layout,
-    ParseError,
     layout_of,
-    messages_of,
-    read_conversations,
-    read_queries,
 )
 from .prep import Client, Prep
 
@@ -35,6 +32,8 @@ if TYPE_CHECKING:
     from ..model.reward_model import RewardModel
 
 EXTRACT_CHUNK = 32  # responses extracted between checks that the client is still there
+TURN_POLL_S = 0.02  # how often a large request checks whether it may go on
+FIRST = asyncio.FIRST_COMPLETED
 
 
 @dataclass
@@ -67,6 +66,7 @@ class Service:
         self.failed = threading.Event()
         self.metrics = Metrics(lambda: self.batcher.queue_depth if self.batcher else 0)
         self.prep = Prep()
+        self._large: asyncio.Lock | None = None  # the turn of large requests (await_turn)
         self.name = serve.served_model_name or model.model
 
     # ------------------------------------------------------------ lifecycle
@@ -115,43 +115,82 @@ class Service:
                 503, "the model is still loading; retry shortly", "ServiceUnavailable"
             )
 
-    async def score(
-        self, items: list[Candidate], ticket: Ticket | None = None, client: Client | None = None
-    ) -> list[Scored]:
+    @property
+    def large_bytes(self) -> int:
+        """A body over this may hold more than a piece: it waits for its turn (await_turn)."""
+        pieces = self.batcher.piece_tokens if self.batcher is not None else 0
+        return int(pieces * CHARS_PER_TOKEN)
+
+    async def await_turn(self, client: Client) -> None:
+        """A large request waits here before its body is decoded: one at a time, and only
+        while no other large request waits for its first piece. So a flood of large
+        requests costs their bodies' reading, and one whose client leaves meanwhile costs
+        nothing more. The turn passes on once the request is queued (``client.admitted``)."""
+        if self._large is None:
+            self._large = asyncio.Lock()
+        acquire = asyncio.ensure_future(self._large.acquire())
+        try:
+            while not acquire.done():
+                await asyncio.wait({acquire, *client.waits()}, return_when=FIRST)
+                client.check()
+        except BaseException:
+            if acquire.done() and not acquire.cancelled():
+                self._large.release()
+            acquire.cancel()
+            raise
+        client.turn = self._large.release
+        while self.batcher is not None and self.batcher.large_waiting():
+            await asyncio.wait(client.waits(), timeout=TURN_POLL_S)
+            client.check()
+
+    def _submit(self, items: list[Candidate], ticket: Ticket | None, **large: Any) -> Future:
         self._require_ready()
         assert self.batcher is not None
-        client = client or Client()
-        client.check()
         try:
-            future = self.batcher.submit(items, ticket)
+            return self.batcher.submit(items, ticket, **large)
         except QueueFull:
             raise RequestError(
                 503, f"over {self.options.max_queue} candidates are waiting; retry shortly",
                 "ServiceUnavailable",
             ) from None  # fmt: skip
         except Closed:
-            raise RequestError(503, "the server is shutting down", "ServiceUnavailable") from None
+            raise _stopping() from None
+
+    async def _wait(
+        self, future: Future, client: Client, feed: Callable[[], Awaitable[None]] | None = None
+    ) -> list[Scored]:
+        """The scores, unless the client leaves (ClientGone) or the request times out
+        (504); either way nothing more of it is scored. ``feed``: called while waiting, to
+        give a large request's next items."""
+        assert self.batcher is not None
+        deadline = time.monotonic() + self.options.request_timeout_s
         waiter = asyncio.wrap_future(future)
         try:
-            done, _ = await asyncio.wait(
-                {waiter, client.left} if client.left else {waiter},
-                timeout=self.options.request_timeout_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        except asyncio.CancelledError:  # shutdown past its grace period
+            while not waiter.done() and not client.gone:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RequestError(
+                        504, f"no answer within {self.options.request_timeout_s:g} s", "Timeout"
+                    )
+                timeout = left if feed is None else min(left, TURN_POLL_S)
+                await asyncio.wait({waiter, *client.waits()}, timeout=timeout, return_when=FIRST)
+                if feed is not None and not waiter.done():
+                    await feed()
+            client.check()
+            return waiter.result()
+        except Closed:
+            raise _stopping() from None
+        except BaseException:  # gone, timed out, cancelled at shutdown, or failed
             self.batcher.cancel(future)
+            waiter.cancel()
             raise
-        if waiter in done:
-            try:
-                return waiter.result()
-            except Closed:
-                raise RequestError(
-                    503, "the server is shutting down", "ServiceUnavailable"
-                ) from None
-        self.batcher.cancel(future)
-        waiter.cancel()
+
+    async def score(
+        self, items: list[Candidate], ticket: Ticket | None = None, client: Client | None = None
+    ) -> list[Scored]:
+        client = client or Client()
         client.check()
-        raise RequestError(504, f"no answer within {self.options.request_timeout_s:g} s", "Timeout")
+        return await self._wait(self._submit(items, ticket), client)
 
     async def score_pairs(
         self,
@@ -162,167 +201,52 @@ class Service:
         ticket: Ticket | None = None,
         client: Client | None = None,
     ) -> Scoring:
-        """Extract, score and shape as ``codescaler score`` does, row for row."""
+        """Extract, score and shape as ``codescaler score`` does, row for row. A request
+        larger than a piece is extracted a little ahead of its scoring (two pieces), so one
+        whose client leaves has cost little extraction."""
         self._require_ready()
+        assert self.batcher is not None
         client = client or Client()
         limit = self.scorer.max_response_chars
+        n = len(responses)
+        sizes = [(len(q) + min(len(r), limit)) / CHARS_PER_TOKEN for q, r in zip(questions, responses, strict=True)]  # fmt: skip
+        ahead = 2 * self.batcher.piece_tokens
+        large = sum(sizes) > self.batcher.piece_tokens
         extractions: list[Extraction] = []
-        for i in range(0, len(responses), EXTRACT_CHUNK):
+
+        async def extract_to(end: int) -> list[Candidate]:
+            start = len(extractions)
+            for i in range(start, end, EXTRACT_CHUNK):
+                client.check()
+                part = responses[i : min(i + EXTRACT_CHUNK, end)]
+                extractions.extend(
+                    await self.prep.call(extract_responses, part, extract, limit, low=large)
+                )
+            return [Candidate(questions[i], extractions[i].code) for i in range(start, end)]
+
+        def reach(start: int) -> int:  # the end of about two pieces from ``start``
+            end, tokens = start, 0.0
+            while end < n and (end == start or tokens < ahead):
+                tokens += sizes[end]
+                end += 1
+            return end
+
+        if not large:
+            items = await extract_to(n)
             client.check()
-            part = responses[i : i + EXTRACT_CHUNK]
-            extractions += await self.prep.call(extract_responses, part, extract, limit)
-        items = [Candidate(q, e.code) for q, e in zip(questions, extractions, strict=True)]
-        scored = await self.score(items, ticket, client)
+            scored = await self._wait(self._submit(items, ticket), client)
+        else:
+            first = await extract_to(reach(0))
+            client.check()
+            future = self._submit(first, ticket, total=n, estimate=sum(sizes))
+            client.admitted()  # the next large request may now be prepared
+
+            async def feed() -> None:
+                if len(extractions) < n and self.batcher.ahead(future) < ahead / 2:  # type: ignore[union-attr]
+                    self.batcher.extend(future, await extract_to(reach(len(extractions))))  # type: ignore[union-attr]
+
+            scored = await self._wait(future, client, feed)
         return Scoring(extractions, score_columns(extractions, _pair_scores(scored), shaping))
-
-    # ------------------------------------------------------------ routes
-
-    async def rewards(
-        self, body: dict[str, Any], ticket: Ticket | None = None, client: Client | None = None
-    ) -> dict[str, Any]:
-        """POST /v1/rewards (native)."""
-        items = body.get("items")
-        if not isinstance(items, list):
-            raise RequestError(400, "'items' must be a list of {question, response} objects")
-        self._check_count(len(items))
-        ids = []
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise RequestError(400, f"items[{i}] must be an object")
-            for key in ("question", "response"):
-                text(item.get(key), f"items[{i}].{key}")
-            ids.append(item_id(item.get("id"), f"items[{i}].id"))
-        extract = choice(ExtractMode, body.get("extract"), self.rows.extract, "extract")
-        shaping = choice(Shaping, body.get("shaping"), self.rows.shaping, "shaping")
-        questions = [x["question"] for x in items]
-        done = await self.score_pairs(
-            questions, [x["response"] for x in items], extract, shaping, ticket, client
-        )
-        cols = done.columns
-        results = [
-            {
-                "id": ids[i],
-                "score": cols["score"][i],
-                "reward": cols["reward"][i],
-                "code": e.code,
-                "code_valid": cols["code_valid"][i],
-                "extract_method": e.method,
-                "n_tokens": cols["n_tokens"][i],
-                "truncated": cols["truncated"][i],
-            }
-            for i, e in enumerate(done.extractions)
-        ]
-        scored = [t for t in cols["n_tokens"] if t is not None]
-        usage = {"candidates": len(items), "scored": sum(s is not None for s in cols["score"])}
-        return {"results": results, "usage": {**usage, "tokens": sum(scored)}}
-
-    async def get_reward(
-        self, body: dict[str, Any], ticket: Ticket | None = None, client: Client | None = None
-    ) -> dict[str, Any]:
-        """POST /get_reward (OpenRLHF's remote reward model)."""
-        queries, prompts = body.get("query"), body.get("prompts")
-        if not isinstance(queries, list):
-            raise RequestError(400, "'query' must be a list of strings")
-        for i, query in enumerate(queries):
-            text(query, f"query[{i}]")
-        if prompts is None:
-            raise RequestError(
-                400, "'prompts' is required: each query's prompt, so that the response is "
-                "read as the query minus it",
-            )  # fmt: skip
-        if not isinstance(prompts, list) or len(prompts) != len(queries):
-            raise RequestError(400, "'prompts' must be a list of strings, one per query")
-        for i, prompt in enumerate(prompts):
-            text(prompt, f"prompts[{i}]")
-        self._check_count(len(queries))
-        try:
-            pairs = await self.prep.call(read_queries, queries, prompts, self._pad_tokens())
-        except ParseError as exc:
-            raise RequestError(400, str(exc)) from None
-        done = await self.score_pairs(
-            [q for q, _ in pairs], [r for _, r in pairs], self.rows.extract, self.rows.shaping,
-            ticket, client,
-        )  # fmt: skip
-        cols = done.columns
-        flags = {k: [float(bool(v)) for v in cols[k]] for k in ("code_valid", "truncated")}
-        return {
-            "rewards": cols["reward"],
-            # The raw logit where one was computed; the reward (0.0) where no code was scored.
-            "scores": [
-                r if s is None else s for s, r in zip(cols["score"], cols["reward"], strict=True)
-            ],
-            "extra_logs": {**flags, "n_tokens": [float(n or 0) for n in cols["n_tokens"]]},
-            "extract_method": [e.method for e in done.extractions],  # strings: not in extra_logs
-        }
-
-    async def classify(
-        self, body: dict[str, Any], ticket: Ticket | None = None, client: Client | None = None
-    ) -> dict[str, Any]:
-        """POST /classify (vLLM's pooling API, as verl's reward loop calls it)."""
-        inputs, messages = body.get("input"), body.get("messages")
-        if (inputs is None) == (messages is None):
-            raise RequestError(
-                400, "give either 'input' (a string or list of strings) or 'messages'"
-            )
-        texts: list[str] | None = None
-        if messages is not None:
-            for i, m in enumerate(messages if isinstance(messages, list) else []):
-                if isinstance(m, dict) and m.get("content") is not None:
-                    text(m["content"], f"messages[{i}].content")
-        else:
-            texts = [inputs] if isinstance(inputs, str) else inputs
-            if not isinstance(texts, list) or not texts:
-                raise RequestError(400, "'input' must be a string or a non-empty list of strings")
-            for i, t in enumerate(texts):
-                text(t, f"input[{i}]")
-        self._check_count(len(texts) if texts is not None else 1)
-        use_activation = activation(body)
-        mode = ExtractMode(self.options.classify_extract)
-        if mode == ExtractMode.none:
-            texts = texts if texts is not None else [self._render(messages)]
-            for i, t in enumerate(texts):
-                if not t.strip():
-                    raise RequestError(400, f"input[{i}] is empty")
-            scored = await self.score([Candidate("", t, raw=True) for t in texts], ticket, client)
-            for i, s in enumerate(scored):
-                if s.score is None:
-                    limit = self.scoring_options.max_length
-                    raise RequestError(
-                        400, f"input[{i}] has {s.n_tokens} tokens, more than --max-length {limit}"
-                    )
-            values = [s.score for s in scored]
-            tokens = sum(s.n_tokens or 0 for s in scored)
-        else:
-            pairs = await self._conversations(texts, messages)
-            done = await self.score_pairs(
-                [q for q, _ in pairs], [r for _, r in pairs], mode, self.rows.shaping,
-                ticket, client,
-            )  # fmt: skip
-            values = done.columns["reward"]
-            tokens = sum(t or 0 for t in done.columns["n_tokens"])
-        label = (getattr(self.rm.model.config, "id2label", None) or {}).get(0, "LABEL_0")
-        data = [
-            {
-                "index": i,
-                "label": label,
-                "probs": [sigmoid(v) if use_activation else float(v)],
-                "num_classes": 1,
-            }
-            for i, v in enumerate(values)
-        ]
-        return {
-            "id": f"classify-{uuid.uuid4().hex[:16]}",
-            "object": "list",
-            "created": int(time.time()),
-            "model": self.name,
-            "data": data,
-            "usage": {
-                "prompt_tokens": tokens,
-                "total_tokens": tokens,
-                "completion_tokens": 0,
-                "prompt_tokens_details": None,
-            },
-        }
 
     def models(self) -> dict[str, Any]:
         return {
@@ -338,41 +262,9 @@ class Service:
             ],
         }
 
-    # ------------------------------------------------------------ helpers
 
-    async def _conversations(self, texts: list[str] | None, messages: Any) -> list[tuple[str, str]]:
-        try:
-            if texts is None:
-                return [messages_of(messages)]
-        except ParseError as exc:
-            raise RequestError(400, str(exc)) from None
-        if self.layout is None:
-            raise RequestError(
-                400, "this model's chat template cannot be read back from text; send messages"
-            )
-        try:
-            return await self.prep.call(read_conversations, texts, self.layout, self._pad_tokens())
-        except ParseError as exc:
-            raise RequestError(400, str(exc)) from None
-
-    def _check_count(self, n: int) -> None:
-        if n > self.options.max_items:
-            raise RequestError(
-                413, f"{n} candidates in one request; at most --max-items {self.options.max_items}",
-                "RequestTooLarge",
-            )  # fmt: skip
-
-    def _pad_tokens(self) -> list[str]:
-        tok = self.rm.tokenizer if self.rm is not None else None
-        pad = getattr(tok, "pad_token", None)
-        return [pad] if isinstance(pad, str) and pad else []
-
-    def _render(self, messages: Any) -> str:
-        try:
-            messages_of(messages)  # the same checks as the other modes
-            return self.rm.tokenizer.apply_chat_template(messages, tokenize=False)
-        except ParseError as exc:
-            raise RequestError(400, str(exc)) from None
+def _stopping() -> RequestError:
+    return RequestError(503, "the server is shutting down", "ServiceUnavailable")
 
 
 def _pair_scores(scored: list[Scored]) -> Any:
