@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..config import ServeOptions
     from ..scoring.scorer import PairScores, Scorer
 
-from .items import Abandoned, BatchReport, Candidate, Closed, QueueFull, Scored, tokens_of
+from .items import Abandoned, BatchReport, Candidate, Closed, QueueFull, Scored, Ticket, tokens_of
 
 __all__ = ["BatchReport", "Batcher", "Candidate", "Closed", "QueueFull", "Scored", "Ticket"]
 
@@ -61,21 +61,6 @@ class _Slice:
     end: int
 
 
-class Ticket:
-    """A request on its way to the batcher (being read, parsed, extracted): a forming batch
-    waits for it, up to the window. Withdrawn once: when it is queued, or on an error."""
-
-    def __init__(self, batcher: Batcher | None) -> None:
-        self.batcher = batcher
-        if batcher is not None:
-            batcher.coming(+1)
-
-    def leave(self) -> None:
-        batcher, self.batcher = self.batcher, None
-        if batcher is not None:
-            batcher.coming(-1)
-
-
 class Batcher:
     def __init__(
         self,
@@ -99,6 +84,8 @@ class Batcher:
         self._waiting = 0  # candidates not yet handed to a batch
         self._coming = 0  # requests announced (being read and extracted), not yet submitted
         self._small_turn = True  # small requests and pieces of large ones take turns
+        self._busy = False  # a batch is being scored
+        self.batches = 0  # batches taken so far
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="codescaler-batcher", daemon=True)
         self._thread.start()
@@ -166,13 +153,17 @@ class Batcher:
             job = self._jobs.get(future)
             return 0.0 if job is None else sum(job.tokens[job.next :])
 
-    def large_waiting(self) -> bool:
-        """Whether a large request waits for its first piece."""
+    def admits_large(self, since: int) -> bool:
+        """Whether a large request may be prepared now: none waits for its first piece, and
+        a batch was taken since ``since`` (``batches`` when the last one was let in) or the
+        model is idle. So large requests are prepared about as fast as they are served."""
         with self._cond:
-            return any(
+            if any(
                 j.next == 0 and (j.total > self.piece_tokens or j.expected > len(j.items))
                 for j in self._pending
-            )
+            ):
+                return False
+            return self.batches > since or not (self._busy or self._pending)
 
     def cancel(self, future: Future) -> None:
         """The request's client has gone: drop what of it is not scored yet; a batch that
@@ -255,12 +246,16 @@ class Batcher:
                     large.append(job)
             if whole and (not large or self._small_turn):
                 self._small_turn = False
-                return self._take_whole(whole)
-            self._small_turn = True
-            if large:
-                return self._take_piece(large[0])
-            self._cond.wait(self.window or 0.01)  # large requests still being extracted
-            return []
+                batch = self._take_whole(whole)
+            elif large:
+                self._small_turn = True
+                batch = self._take_piece(large[0])
+            else:
+                self._cond.wait(self.window or 0.01)  # large requests still being extracted
+                return []
+            self._busy = bool(batch)
+            self.batches += bool(batch)
+            return batch
 
     def _take_whole(self, jobs: list[_Job]) -> list[_Slice]:
         """Whole small requests, oldest first, up to ``batch_tokens``."""
@@ -320,30 +315,36 @@ class Batcher:
 
     def _work(self) -> None:
         while (batch := self._take()) is not None:
-            if not batch:
-                continue
-            saved = self.scorer.stats.prefix_tokens_saved
-            items = [c for s in batch for c in s.job.items[s.start : s.end]]
-            try:
-                results, unique, dedup_hits = self._score(items, batch)
-            except Abandoned:
-                self._finish(batch, None)
-                continue
-            except Exception as exc:
-                self._one_by_one(batch, exc)
-                continue
-            if self.on_batch is not None:
-                self.on_batch(
-                    BatchReport(
-                        requests=len(batch),
-                        candidates=len(results),
-                        unique=unique,
-                        dedup_hits=dedup_hits,
-                        tokens=sum(s.n_tokens or 0 for s in results if s.score is not None),
-                        prefix_tokens_saved=self.scorer.stats.prefix_tokens_saved - saved,
-                    )
+            if batch:
+                try:
+                    self._run(batch)
+                finally:
+                    with self._cond:
+                        self._busy = False
+
+    def _run(self, batch: list[_Slice]) -> None:
+        saved = self.scorer.stats.prefix_tokens_saved
+        items = [c for s in batch for c in s.job.items[s.start : s.end]]
+        try:
+            results, unique, dedup_hits = self._score(items, batch)
+        except Abandoned:
+            self._finish(batch, None)
+            return
+        except Exception as exc:
+            self._one_by_one(batch, exc)
+            return
+        if self.on_batch is not None:
+            self.on_batch(
+                BatchReport(
+                    requests=len(batch),
+                    candidates=len(results),
+                    unique=unique,
+                    dedup_hits=dedup_hits,
+                    tokens=sum(s.n_tokens or 0 for s in results if s.score is not None),
+                    prefix_tokens_saved=self.scorer.stats.prefix_tokens_saved - saved,
                 )
-            self._finish(batch, results)
+            )
+        self._finish(batch, results)
 
     def _finish(self, batch: list[_Slice], results: list[Scored] | BaseException | None) -> None:
         """Deliver a batch's results (None: it stopped; an exception: it failed)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 CHARS_PER_TOKEN = 3.5  # to size a batch before tokenizing it
 
@@ -49,3 +50,18 @@ class BatchReport:
     dedup_hits: int  # candidates answered by an identical one in the batch
     tokens: int
     prefix_tokens_saved: int  # prompt tokens not recomputed (prompt reuse)
+
+
+class Ticket:
+    """A request on its way to the batcher (being read, parsed, extracted): a forming batch
+    waits for it, up to the window. Withdrawn once: when it is queued, or on an error."""
+
+    def __init__(self, batcher: Any) -> None:  # a Batcher, or None for other requests
+        self.batcher = batcher
+        if batcher is not None:
+            batcher.coming(+1)
+
+    def leave(self) -> None:
+        batcher, self.batcher = self.batcher, None
+        if batcher is not None:
+            batcher.coming(-1)

@@ -67,6 +67,7 @@ class Service:
         self.metrics = Metrics(lambda: self.batcher.queue_depth if self.batcher else 0)
         self.prep = Prep()
         self._large: asyncio.Lock | None = None  # the turn of large requests (await_turn)
+        self._admitted = -1  # the batcher's batch count when a large request was last let in
         self.name = serve.served_model_name or model.model
 
     # ------------------------------------------------------------ lifecycle
@@ -122,10 +123,11 @@ class Service:
         return int(pieces * CHARS_PER_TOKEN)
 
     async def await_turn(self, client: Client) -> None:
-        """A large request waits here before its body is decoded: one at a time, and only
-        while no other large request waits for its first piece. So a flood of large
-        requests costs their bodies' reading, and one whose client leaves meanwhile costs
-        nothing more. The turn passes on once the request is queued (``client.admitted``)."""
+        """A large request waits here before its body is decoded: one at a time, only while
+        no other waits for its first piece, and at most one per batch the model runs (any
+        time while it is idle). So a flood of large requests costs the reading of their
+        bodies, and one whose client leaves meanwhile costs nothing more. The turn passes
+        on once the request is queued (``client.admitted``)."""
         if self._large is None:
             self._large = asyncio.Lock()
         acquire = asyncio.ensure_future(self._large.acquire())
@@ -139,9 +141,10 @@ class Service:
             acquire.cancel()
             raise
         client.turn = self._large.release
-        while self.batcher is not None and self.batcher.large_waiting():
+        while self.batcher is not None and not self.batcher.admits_large(self._admitted):
             await asyncio.wait(client.waits(), timeout=TURN_POLL_S)
             client.check()
+        self._admitted = self.batcher.batches if self.batcher is not None else 0
 
     def _submit(self, items: list[Candidate], ticket: Ticket | None, **large: Any) -> Future:
         self._require_ready()
