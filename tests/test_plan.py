@@ -248,7 +248,7 @@ def test_ray_merge_of_an_empty_sharded_chunk(tmp_path):
                       ROW_ID: pa.array([], pa.int64())})  # fmt: skip
     parts = [
         {"index": 3, "shard": k, "table": to_ipc(empty), "bad": pickle.dumps([]), "n_read": 2,
-         "unique_scored": 0, "plan": None}
+         "unique_scored": 0, "cached": 0, "plan": None}
         for k in (1, 0)
     ]  # fmt: skip
     result = _merge(parts)
