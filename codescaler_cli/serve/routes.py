@@ -25,6 +25,7 @@ async def rewards(
     client: Client | None = None,
 ) -> dict[str, Any]:
     """POST /v1/rewards (native)."""
+    service.require_ready()
     items = body.get("items")
     if not isinstance(items, list):
         raise RequestError(400, "'items' must be a list of {question, response} objects")
@@ -68,6 +69,7 @@ async def get_reward(
     client: Client | None = None,
 ) -> dict[str, Any]:
     """POST /get_reward (OpenRLHF's remote reward model)."""
+    service.require_ready()
     queries, prompts = body.get("query"), body.get("prompts")
     if not isinstance(queries, list):
         raise RequestError(400, "'query' must be a list of strings")
@@ -111,6 +113,7 @@ async def classify(
     client: Client | None = None,
 ) -> dict[str, Any]:
     """POST /classify (vLLM's pooling API, as verl's reward loop calls it)."""
+    service.require_ready()
     inputs, messages = body.get("input"), body.get("messages")
     if (inputs is None) == (messages is None):
         raise RequestError(400, "give either 'input' (a string or list of strings) or 'messages'")

@@ -110,7 +110,7 @@ class Service:
     def arrive(self, scoring: bool = True) -> Ticket:
         return Ticket(self.batcher if scoring else None)
 
-    def _require_ready(self) -> None:
+    def require_ready(self) -> None:
         if not self.ready.is_set():
             raise RequestError(
                 503, "the model is still loading; retry shortly", "ServiceUnavailable"
@@ -146,11 +146,17 @@ class Service:
             client.check()
         self._admitted = self.batcher.batches if self.batcher is not None else 0
 
-    def _submit(self, items: list[Candidate], ticket: Ticket | None, **large: Any) -> Future:
-        self._require_ready()
+    def _submit(
+        self, items: list[Candidate], ticket: Ticket | None, client: Client, **large: Any
+    ) -> Future:
+        """Queue the items; the next large request may then be prepared."""
+        self.require_ready()
         assert self.batcher is not None
+        client.check()
         try:
-            return self.batcher.submit(items, ticket, **large)
+            future = self.batcher.submit(items, ticket, **large)
+            client.admitted()
+            return future
         except QueueFull:
             raise RequestError(
                 503, f"over {self.options.max_queue} candidates are waiting; retry shortly",
@@ -192,8 +198,7 @@ class Service:
         self, items: list[Candidate], ticket: Ticket | None = None, client: Client | None = None
     ) -> list[Scored]:
         client = client or Client()
-        client.check()
-        return await self._wait(self._submit(items, ticket), client)
+        return await self._wait(self._submit(items, ticket, client), client)
 
     async def score_pairs(
         self,
@@ -207,7 +212,7 @@ class Service:
         """Extract, score and shape as ``codescaler score`` does, row for row. A request
         larger than a piece is extracted a little ahead of its scoring (two pieces), so one
         whose client leaves has cost little extraction."""
-        self._require_ready()
+        self.require_ready()
         assert self.batcher is not None
         client = client or Client()
         limit = self.scorer.max_response_chars
@@ -236,13 +241,10 @@ class Service:
 
         if not large:
             items = await extract_to(n)
-            client.check()
-            scored = await self._wait(self._submit(items, ticket), client)
+            scored = await self._wait(self._submit(items, ticket, client), client)
         else:
             first = await extract_to(reach(0))
-            client.check()
-            future = self._submit(first, ticket, total=n, estimate=sum(sizes))
-            client.admitted()  # the next large request may now be prepared
+            future = self._submit(first, ticket, client, total=n, estimate=sum(sizes))
 
             async def feed() -> None:
                 if len(extractions) < n and self.batcher.ahead(future) < ahead / 2:  # type: ignore[union-attr]
