@@ -41,7 +41,9 @@ class FakeScorer:
             if progress is not None:
                 progress(1, 1)
         n = len(prepared.encoded)
-        return PairScores([float(c) for c in prepared.encoded], [1] * n, [False] * n, [False] * n, n)
+        return PairScores(
+            [float(c) for c in prepared.encoded], [1] * n, [False] * n, [False] * n, n
+        )
 
 
 def _items(codes, question="q" * 20):
