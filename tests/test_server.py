@@ -24,7 +24,8 @@ GROUP_QUESTION = "Return the sum of the squares of a list of integers.\n" * 6
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    srv = Server(tiny_model_dir, "--batch-window-ms", "50")
+    # No score cache: these tests count batches (test_stored_scores_... covers the cache).
+    srv = Server(tiny_model_dir, "--batch-window-ms", "50", "--no-cache")
     srv.wait_ready()
     yield srv
     assert srv.stop() == 0
@@ -34,11 +35,11 @@ def server(tiny_model_dir):
 @pytest.fixture(scope="module")
 def strict(tiny_model_dir):
     """API key, tight limits, a long window (requests pile up), short read timeouts and
-    grace period."""
+    grace period; no score cache (requests must queue)."""
     srv = Server(
         tiny_model_dir, "--batch-window-ms", "1500", "--max-queue", "4", "--max-items", "4",
         "--max-request-bytes", "20000", "--header-timeout", "1", "--body-timeout", "4",
-        "--shutdown-timeout", "3", env={"CODESCALER_API_KEY": "s3cret"},
+        "--shutdown-timeout", "3", "--no-cache", env={"CODESCALER_API_KEY": "s3cret"},
     )  # fmt: skip
     srv.wait_ready()
     yield srv
@@ -531,3 +532,44 @@ def test_clients_and_verl_reward_functions(server):
     assert batch[0] == one and batch[1]["score"] == 0.0 and set(batch[1]) == set(one)
     with pytest.raises(ValueError, match="extra_info has no string 'question'"):
         compute_score("codescaler", pair[1], None, {}, url=server.url)
+
+
+def _counter(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_stored_scores_are_answered_at_once_and_exactly(tiny_model_dir, tmp_path):
+    cache = {"CODESCALER_CACHE_DIR": str(tmp_path / "cache")}
+    items = [{"question": "Sum a list.", "response": f"def f(xs):\n    return sum(xs) + {i}"}
+             for i in range(3)]  # fmt: skip
+    first = Server(tiny_model_dir, env=cache)
+    first.wait_ready()
+    try:
+        cold = _post(first, "/v1/rewards", {"items": items}).json()["results"]
+    finally:
+        assert first.stop() == 0
+    # A restarted server starts warm: the same samples are answered from the store.
+    again = Server(tiny_model_dir, env=cache)
+    again.wait_ready()
+    try:
+        batches = _batches(again.url)[0]
+        warm = _post(again, "/v1/rewards", {"items": items}).json()["results"]
+        assert [r["score"] for r in warm] == [r["score"] for r in cold]  # bit for bit
+        assert [r["reward"] for r in warm] == [r["reward"] for r in cold]
+        assert _batches(again.url)[0] == batches  # no batch ran
+        assert _counter(again.url, 'codescaler_cache_lookups_total{result="hit"}') == 3
+        assert _counter(again.url, "codescaler_cache_bytes") > 0
+        mixed = [*items[:1], {"question": "Sum a list.", "response": "def f(xs): return 0"}]
+        out = _post(again, "/v1/rewards", {"items": mixed}).json()["results"]
+        assert out[0]["score"] == cold[0]["score"]
+        assert _counter(again.url, 'codescaler_cache_lookups_total{result="miss"}') == 1
+    finally:
+        assert again.stop() == 0
+    off = Server(tiny_model_dir, "--no-cache", env=cache)
+    off.wait_ready()
+    try:
+        assert _post(off, "/v1/rewards", {"items": items}).json()["results"] == cold
+        assert _counter(off.url, "codescaler_cache_lookups_total") == 0
+    finally:
+        assert off.stop() == 0

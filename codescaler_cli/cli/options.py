@@ -246,7 +246,7 @@ Compile = Annotated[
     bool,
     flag(
         "--compile",
-        help="torch.compile the model (first batches take minutes): faster for big runs on GPUs.",
+        help="torch.compile the model: slow first batches, faster big runs on GPUs.",
         panel=SPEED,
     ),
 ]
@@ -335,7 +335,7 @@ CacheDir = Annotated[
     option(
         "--cache-dir",
         help="The score cache's directory \\[default: $CODESCALER_CACHE_DIR, else "
-        "$XDG_CACHE_HOME/codescaler, else ~/.cache/codescaler].",
+        "codescaler/ in $XDG_CACHE_HOME or ~/.cache].",
         panel=SPEED,
         metavar="DIR",
         show_default=False,

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from ..config import ExtractMode, ModelOptions, RowOptions, ScoringOptions, ServeOptions
-from .groups import model_options, reward_row_options, scoring_options, uses
+from ..config import (
+    CacheOptions,
+    ExtractMode,
+    ModelOptions,
+    RowOptions,
+    ScoringOptions,
+    ServeOptions,
+)
+from .groups import cache_options, model_options, reward_row_options, scoring_options, uses
 from .options import choices, option
 
 SERVER = "Server"
@@ -155,9 +162,19 @@ def server_options(
     return opts
 
 
-@uses(server=server_options, rows=reward_row_options, model=model_options, scoring=scoring_options)
+@uses(
+    server=server_options,
+    rows=reward_row_options,
+    model=model_options,
+    scoring=scoring_options,
+    cache=cache_options,
+)
 def serve(
-    server: ServeOptions, rows: RowOptions, model: ModelOptions, scoring: ScoringOptions
+    server: ServeOptions,
+    rows: RowOptions,
+    model: ModelOptions,
+    scoring: ScoringOptions,
+    cache: CacheOptions,
 ) -> None:
     """Serve the reward model over HTTP for RL trainers (OpenRLHF, verl) and scripts.
 
@@ -180,7 +197,7 @@ def serve(
     from ..serve.app import serve as run_server
     from ..serve.service import Service
 
-    run_server(Service(model, scoring, rows, server))
+    run_server(Service(model, scoring, rows, server, cache=cache))
     # Stopped cleanly: every answer is sent and the sockets are closed. Skip the
     # interpreter's teardown of torch and the model (seconds on a busy machine), so that a
     # stop ends within --shutdown-timeout.

@@ -408,7 +408,7 @@ class Batcher:
             else:
                 prepared = self.scorer.prepare([items[i].question for i in where], codes)
             res: PairScores = self.scorer.run(prepared, check)
-            unique += res.unique_scored
+            unique += res.ticked  # the model ran these (stored ones: no)
             dedup_hits += sum(o >= 0 for o in prepared.owner) - len(prepared.encoded)
             for k, i in enumerate(where):
                 out[i] = Scored(res.score[k], res.n_tokens[k], res.truncated[k], res.too_long[k])

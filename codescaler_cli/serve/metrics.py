@@ -11,7 +11,9 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 class Metrics:
-    def __init__(self, queue_depth: Callable[[], int]) -> None:
+    def __init__(
+        self, queue_depth: Callable[[], int], store_bytes: Callable[[], int] | None = None
+    ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
@@ -53,6 +55,16 @@ class Metrics:
         )
         depth = Gauge("codescaler_queue_depth", "Candidates waiting for a batch", registry=r)
         depth.set_function(queue_depth)
+        self.cache_lookups = Counter(
+            "codescaler_cache_lookups",
+            "Candidates looked up in the score cache before a batch (hit: answered at once)",
+            ["result"],
+            registry=r,
+        )
+        size = Gauge(
+            "codescaler_cache_bytes", "Size of the score cache on disk (with its log)", registry=r
+        )
+        size.set_function(store_bytes or (lambda: 0))
 
     def batch(self, report: BatchReport) -> None:
         self.candidates.inc(report.candidates)
@@ -62,6 +74,10 @@ class Metrics:
         self.prefix.inc(report.prefix_tokens_saved)
         self.batch_candidates.observe(report.candidates)
         self.batch_requests.observe(report.requests)
+
+    def cache(self, hits: int, misses: int) -> None:
+        self.cache_lookups.labels("hit").inc(hits)
+        self.cache_lookups.labels("miss").inc(misses)
 
     def abandon(self, candidates: int, scored: bool) -> None:
         self.abandoned.labels("discarded" if scored else "dropped").inc(candidates)

@@ -15,7 +15,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..config import ExtractMode, ModelOptions, RowOptions, ScoringOptions, ServeOptions, Shaping
+from ..config import (
+    CacheOptions,
+    ExtractMode,
+    ModelOptions,
+    RowOptions,
+    ScoringOptions,
+    ServeOptions,
+    Shaping,
+)
 from ..extract import Extraction
 from ..stages import extract_responses, score_columns
 from .batcher import Batcher, Candidate, Closed, QueueFull, Scored, Ticket
@@ -52,7 +60,9 @@ class Service:
         rows: RowOptions,
         serve: ServeOptions,
         reward_model: RewardModel | None = None,
+        cache: CacheOptions | None = None,
     ) -> None:
+        self.cache_options = cache if cache is not None else CacheOptions()
         self.model_options = model
         self.scoring_options = scoring
         self.rows = rows
@@ -64,7 +74,9 @@ class Service:
         self.error: BaseException | None = None
         self.ready = threading.Event()
         self.failed = threading.Event()
-        self.metrics = Metrics(lambda: self.batcher.queue_depth if self.batcher else 0)
+        self.metrics = Metrics(
+            lambda: self.batcher.queue_depth if self.batcher else 0, self._store_bytes
+        )
         self.prep = Prep()
         self._large: asyncio.Lock | None = None  # the turn of large requests (await_turn)
         self._admitted = -1  # the batcher's batch count when a large request was last let in
@@ -80,7 +92,11 @@ class Service:
         try:
             from ..scoring.build import build_scorer
 
-            self.scorer = build_scorer(self.rm or self.model_options, self.scoring_options)
+            cache = self.cache_options if self.cache_options.enabled else None
+            self.scorer = build_scorer(
+                self.rm or self.model_options, self.scoring_options, cache, notify=_log
+            )
+            self.scorer.load()  # warm before the first request, cache or not
             self.rm = self.scorer.rm
             tok = self.rm.tokenizer
             try:
@@ -194,11 +210,52 @@ class Service:
             waiter.cancel()
             raise
 
+    def _store_bytes(self) -> int:
+        import os
+
+        cache = self.scorer.cache if self.scorer is not None else None
+        if cache is None:
+            return 0
+        path = cache.store.path
+        return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+
+    def _stored(self, items: list[Candidate]) -> list[Scored | None]:
+        """Each item's stored score (None: not in the score cache), looked up before any
+        batch: a request whose items all hit is answered at once."""
+        cache = self.scorer.cache if self.scorer is not None else None
+        found: list[Scored | None] = [None] * len(items)
+        if cache is None:
+            return found
+        for raw in (False, True):
+            idx = [i for i, c in enumerate(items) if c.raw == raw and c.code]
+            if not idx:
+                continue
+            _, entries = self.scorer.lookup(
+                [items[i].question for i in idx], [items[i].code for i in idx], texts=raw
+            )
+            for i, e in zip(idx, entries, strict=True):
+                if e is not None:
+                    found[i] = Scored(e.score, e.n_tokens, e.truncated, e.score is None)
+        hits = sum(f is not None for f in found)
+        self.metrics.cache(hits, len(items) - hits)
+        return found
+
     async def score(
         self, items: list[Candidate], ticket: Ticket | None = None, client: Client | None = None
     ) -> list[Scored]:
+        """Scores of ``items``: stored ones at once, the others from a batch."""
         client = client or Client()
-        return await self._wait(self._submit(items, ticket, client), client)
+        self.require_ready()
+        found = self._stored(items)
+        misses = [i for i, f in enumerate(found) if f is None]
+        if not misses:
+            if ticket is not None:
+                ticket.leave()
+            return found  # type: ignore[return-value]
+        fresh = await self._wait(self._submit([items[i] for i in misses], ticket, client), client)
+        for i, scored in zip(misses, fresh, strict=True):
+            found[i] = scored
+        return found  # type: ignore[return-value]
 
     async def score_pairs(
         self,
@@ -240,8 +297,7 @@ class Service:
             return end
 
         if not large:
-            items = await extract_to(n)
-            scored = await self._wait(self._submit(items, ticket, client), client)
+            scored = await self.score(await extract_to(n), ticket, client)
         else:
             first = await extract_to(reach(0))
             future = self._submit(first, ticket, client, total=n, estimate=sum(sizes))
@@ -266,6 +322,13 @@ class Service:
                 }
             ],
         }
+
+
+def _log(message: str) -> None:
+    """The score cache's one-line notices (a damaged, read-only or full store)."""
+    import sys
+
+    print(f"codescaler: {message}", file=sys.stderr, flush=True)
 
 
 def _stopping() -> RequestError:
