@@ -100,6 +100,46 @@ def lookups_per_second(model: str, cache: str, rows: list[dict]) -> tuple[float,
     return n / (time.perf_counter() - start), n - hits
 
 
+def serve_rate(
+    model: str, env: dict[str, str], seen: list[dict], fresh: list[dict], cache: bool, clients: int
+) -> tuple[float, list[float]]:
+    """Candidates per second of `codescaler serve` on a GRPO-style load (one sample per
+    request, ``clients`` at once) of ``seen + fresh`` interleaved, after ``seen`` was
+    scored once (the server's store holds them when ``cache``)."""
+    import asyncio
+
+    import httpx
+
+    from support.serve import Server
+
+    srv = Server(Path(model), *([] if cache else ["--no-cache"]), env=env)
+    srv.wait_ready()
+
+    async def send(rows: list[dict]) -> list[float]:
+        out: list[float] = [0.0] * len(rows)
+        queue = list(enumerate(rows))
+        async with httpx.AsyncClient(base_url=srv.url, timeout=600) as client:
+
+            async def worker() -> None:
+                while queue:
+                    i, r = queue.pop(0)
+                    item = {"question": r["question"], "response": r["response"]}
+                    res = await client.post("/v1/rewards", json={"items": [item]})
+                    out[i] = res.json()["results"][0]["score"]
+
+            await asyncio.gather(*(worker() for _ in range(clients)))
+        return out
+
+    try:
+        asyncio.run(send(seen))  # an earlier epoch: these samples were seen before
+        load = [r for pair in zip(seen, fresh, strict=True) for r in pair]
+        start = time.perf_counter()
+        scores = asyncio.run(send(load))
+        return len(load) / (time.perf_counter() - start), scores
+    finally:
+        srv.stop()
+
+
 def read_scores(path: Path) -> list[float]:
     import pyarrow.parquet as pq
 
@@ -112,6 +152,7 @@ def main() -> None:
     ap.add_argument("--alone-sample", type=int, default=64, help="candidates checked alone")
     ap.add_argument("--repeat", type=int, default=3, help="best of N for the short runs")
     ap.add_argument("--json", help="write the rows as JSON here")
+    ap.add_argument("--serve-samples", type=int, default=256, help="0: skip the serve row")
     args = ap.parse_args()
 
     from codescaler_cli.exactness import FLOAT32
@@ -173,6 +214,22 @@ def main() -> None:
         abs(warm[i] - a) / max(1.0, abs(a)) for i, a in zip(sample, alone, strict=True)
     )
 
+    serve = None
+    if args.serve_samples:
+        half = args.serve_samples // 2
+        pool = make_rows(2 * half, 3, "s")
+        seen, fresh = pool[0::2], pool[1::2]
+        env_s = {**env, "CODESCALER_CACHE_DIR": str(work / "serve-cache")}
+        on, on_scores = serve_rate(model, env_s, seen, fresh, True, 16)
+        off, off_scores = serve_rate(model, env_s, seen, fresh, False, 16)
+        # Hits are the scores of the batches that stored them: equal within fp32 rounding
+        # to the same candidates batched otherwise (and to each scored alone).
+        serve = (
+            on,
+            off,
+            max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(on_scores, off_scores, strict=True)),
+        )
+
     n, k = len(old), len(new)
     rows = [
         ("extract (the floor)", n, t["extract"], ""),
@@ -196,6 +253,13 @@ def main() -> None:
     print("|---|---:|---:|---|")
     for name, count, secs, note in rows:
         print(f"| {name} | {count:,} | {secs:.2f} | {note} |")
+    if serve is not None:
+        on, off, diff = serve
+        print(
+            f"\nserve, GRPO-style one-sample requests from 16 clients, half seen before: "
+            f"{on:.1f} cand/s with the cache, {off:.1f} with --no-cache: {on / off:.2f}x "
+            f"(goal >= 1.8x); max relative diff between the two: {diff:.1e} (bound {FLOAT32:g})"
+        )
     print(f"\nlookups from one process: {rate:,.0f}/s (goal >= 50,000/s; {misses} misses)")
     print(f"warm output == stored == cold scores, bit for bit: {same_bits}")
     print(
@@ -215,6 +279,7 @@ def main() -> None:
             )
         )
     ok = same_bits and alone_diff <= FLOAT32 and misses == 0
+    ok = ok and (serve is None or serve[2] <= FLOAT32)
     sys.exit(0 if ok else 1)
 
 

@@ -576,9 +576,9 @@ def test_a_file_where_the_checkpoint_goes_is_refused_first(tmp_path):
 
 def test_a_failed_batch_fails_only_the_request_at_fault():
     from codescaler_cli.config import ServeOptions
-    from codescaler_cli.serve.batcher import Batcher, Candidate, Ticket
     from codescaler_cli.scoring.oom import ScoreStats
     from codescaler_cli.scoring.scorer import PairScores
+    from codescaler_cli.serve.batcher import Batcher, Candidate, Ticket
 
     class Scorer:  # what the batcher uses of one; fails on a poisoned candidate
         stats = ScoreStats()
