@@ -101,13 +101,7 @@ class ScoreStore:
             self._off(f"cannot create {self.directory} ({exc.strerror or exc})")
             return None
         try:
-            conn = connect(self.path, self.timeout)
-            try:
-                setup(conn)
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
+            self._conn = self._open_and_set_up()
         except sqlite3.OperationalError as exc:
             if error_kind(exc) == "busy":
                 self._off(f"{self.path} stayed locked by another process ({exc})")
@@ -118,6 +112,27 @@ class ScoreStore:
                 return None
             return self._connection()
         return self._conn
+
+    def _open_and_set_up(self) -> sqlite3.Connection:
+        """A connection with WAL on and the schema there. Switching to WAL and creating the
+        schema can meet another process doing the same; SQLite then answers "locked" at once
+        instead of waiting (its deadlock rule), so that is retried until the busy timeout."""
+        deadline = time.monotonic() + self.timeout
+        pause = 0.01
+        while True:
+            conn = connect(self.path, self.timeout)
+            try:
+                setup(conn)
+                return conn
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if error_kind(exc) != "busy" or time.monotonic() + pause > deadline:
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     def _open_readonly(self, first: sqlite3.Error) -> sqlite3.Connection | None:
         if not os.path.exists(self.path):
