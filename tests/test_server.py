@@ -100,6 +100,8 @@ def test_health_models_and_metrics(server):
                  "codescaler_batch_candidates_bucket", "codescaler_queue_depth",
                  "codescaler_dedup_hits_total", "codescaler_prompt_reuse_tokens_total"):  # fmt: skip
         assert name in text, name
+    _post(server, "/v1/rewards", {"items": [ITEM]})
+    assert _counter(server.url, "codescaler_cache_lookups_total") == 0  # --no-cache: none
 
 
 def _grpo_group(n: int, k: int = 0) -> list[str]:
@@ -566,10 +568,3 @@ def test_stored_scores_are_answered_at_once_and_exactly(tiny_model_dir, tmp_path
         assert _counter(again.url, 'codescaler_cache_lookups_total{result="miss"}') == 1
     finally:
         assert again.stop() == 0
-    off = Server(tiny_model_dir, "--no-cache", env=cache)
-    off.wait_ready()
-    try:
-        assert _post(off, "/v1/rewards", {"items": items}).json()["results"] == cold
-        assert _counter(off.url, "codescaler_cache_lookups_total") == 0
-    finally:
-        assert off.stop() == 0
