@@ -9,7 +9,6 @@ memory stays bounded by the chunk size, never the file.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -23,9 +22,9 @@ from ..io.inputs import InputSpec
 from ..io.lock import holding
 from ..io.paths import check_paths
 from ..io.records import note_written
-from ..io.writers import atomic_path, dumps_row
+from ..io.writers import RowsWriter, atomic_path
 from ..progress import Progress, RunSummary
-from ..tables import JSON_COLUMNS_KEY, decoded_rows
+from ..tables import decoded_rows, json_columns
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -69,66 +68,57 @@ def score_to_parquet(
 
 
 class TableWriter:
-    """Streams record batches to ``output``: Parquet, JSON Lines, a ``.json`` array, or
-    ``-`` (JSON Lines on stdout). A file appears complete or not at all."""
+    """Streams record batches to ``output``: Parquet, JSON Lines, a ``.json`` array
+    (io/writers.RowsWriter), or ``-`` (JSON Lines on stdout). A file appears complete or
+    not at all."""
 
     def __init__(self, output: str, schema: pa.Schema, stdout: IO[str] | None = None) -> None:
         self.output = output
-        self.schema = schema
-        raw = (schema.metadata or {}).get(JSON_COLUMNS_KEY.encode())
-        self.json_columns = json.loads(raw) if raw else []
-        self.kind = "stdout" if output == "-" else output_format(output)
-        if output.lower().endswith(".json"):
-            self.kind = "json"
+        self.json_columns = json_columns(schema)
         self.tmp: str | None = None
         self.parquet: Any = None
         self.text: IO[str] | None = None
-        self.rows = 0
-        if self.kind == "stdout":
+        if output == "-":
             self.text = stdout if stdout is not None else sys.stdout
+            self.rows = RowsWriter(self.text, output)
             return
         fd, self.tmp = atomic_path(output)
-        if self.kind == "parquet":
+        if output_format(output) == "parquet":
             import pyarrow.parquet as pq
 
             os.close(fd)
             self.parquet = pq.ParquetWriter(self.tmp, schema)
         else:
             self.text = os.fdopen(fd, "w", encoding="utf-8")
-            if self.kind == "json":
-                self.text.write("[")
+        self.rows = RowsWriter(self.text, output) if self.text is not None else None
 
     def write(self, table: pa.Table) -> None:
         if self.parquet is not None:
             self.parquet.write_table(table)
-            return
-        assert self.text is not None
-        for row in decoded_rows(table.to_pylist(), self.json_columns):
-            if self.kind == "json":
-                self.text.write(("\n" if not self.rows else ",\n") + dumps_row(row))
-            else:
-                self.text.write(dumps_row(row) + "\n")
-            self.rows += 1
+        else:
+            assert self.rows is not None
+            self.rows.write(decoded_rows(table.to_pylist(), self.json_columns))
 
     def close(self) -> None:
-        if self.parquet is not None:
-            self.parquet.close()
-        elif self.kind == "stdout":
+        if self.rows is not None:
+            self.rows.close()
+        if self.tmp is None:  # stdout
             assert self.text is not None
             self.text.flush()
             return
-        elif self.text is not None:
-            if self.kind == "json":
-                self.text.write("\n]\n" if self.rows else "]\n")
+        if self.parquet is not None:
+            self.parquet.close()
+        else:
+            assert self.text is not None
             self.text.close()
-        os.replace(self.tmp, self.output)  # type: ignore[arg-type]
+        os.replace(self.tmp, self.output)
         self.tmp = None
         note_written([self.output])  # codescaler's: never read back as fresh input
 
     def abort(self) -> None:
         if self.parquet is not None:
             self.parquet.close()
-        if self.text is not None and self.kind != "stdout":
+        if self.text is not None and self.tmp is not None:
             self.text.close()
         if self.tmp and os.path.exists(self.tmp):
             os.unlink(self.tmp)
