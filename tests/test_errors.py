@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from codescaler_cli.cli import app
 from codescaler_cli.exactness import FLOAT32
 from codescaler_cli.tiny_model import build_tiny_reward_model
+from support.errors import one_line
 
 runner = CliRunner()
 GOOD = {
@@ -27,15 +28,6 @@ def _line(obj) -> bytes:
 
 def _invoke(args, model_dir, **kw):
     return runner.invoke(app, [*args, "--model", str(model_dir), "--device", "cpu", "-q"], **kw)
-
-
-def _assert_clean_failure(result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1, err  # one line, no traceback
-    assert err.startswith("codescaler: error: ")
-    for n in needles:
-        assert n in err, err
 
 
 # Each case: (name, file name, file bytes, exit code, expected message parts)
@@ -137,7 +129,7 @@ def test_bad_input_files(tiny_model_dir, tmp_path, name, fname, data, code, need
     src.write_bytes(data)
     out = tmp_path / "out.parquet"
     result = _invoke(["score", str(src), "-o", str(out)], tiny_model_dir)
-    _assert_clean_failure(result, code, *needles)
+    one_line(result, code, *needles)
     assert not out.exists()
     assert not Path(str(out) + ".partial").exists()
 
@@ -149,14 +141,14 @@ def test_empty_parquet(tiny_model_dir, tmp_path):
         src,
     )
     out = tmp_path / "out.parquet"
-    _assert_clean_failure(_invoke(["score", str(src), "-o", str(out)], tiny_model_dir), 1, "0 rows")
+    one_line(_invoke(["score", str(src), "-o", str(out)], tiny_model_dir), 1, "0 rows")
     assert not out.exists()
 
 
 def test_missing_path(tiny_model_dir, tmp_path):
     out = tmp_path / "out.parquet"
     result = _invoke(["score", str(tmp_path / "nope.jsonl"), "-o", str(out)], tiny_model_dir)
-    _assert_clean_failure(result, 1, "nope.jsonl", "no such file")
+    one_line(result, 1, "nope.jsonl", "no such file")
     assert not out.exists()
 
 
@@ -170,9 +162,7 @@ def test_unreadable_path(tiny_model_dir, tmp_path, monkeypatch):
         os, "access", lambda p, m: False if str(p) == str(src) else real_access(p, m)
     )
     out = tmp_path / "out.parquet"
-    _assert_clean_failure(
-        _invoke(["score", str(src), "-o", str(out)], tiny_model_dir), 1, "permission denied"
-    )
+    one_line(_invoke(["score", str(src), "-o", str(out)], tiny_model_dir), 1, "permission denied")
     assert not out.exists()
 
 
@@ -180,9 +170,7 @@ def test_output_in_missing_directory(tiny_model_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_bytes(_line(GOOD))
     out = tmp_path / "missing" / "out.parquet"
-    _assert_clean_failure(
-        _invoke(["score", str(src), "-o", str(out)], tiny_model_dir), 1, "does not exist"
-    )
+    one_line(_invoke(["score", str(src), "-o", str(out)], tiny_model_dir), 1, "does not exist")
     assert not out.parent.exists()
 
 
@@ -190,9 +178,7 @@ def test_output_equal_to_input(tiny_model_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_bytes(_line(GOOD))
     before = src.read_bytes()
-    _assert_clean_failure(
-        _invoke(["score", str(src), "-o", str(src)], tiny_model_dir), 2, "is an input"
-    )
+    one_line(_invoke(["score", str(src), "-o", str(src)], tiny_model_dir), 2, "is an input")
     assert src.read_bytes() == before
 
 
@@ -200,7 +186,7 @@ def test_unknown_output_extension(tiny_model_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_bytes(_line(GOOD))
     out = tmp_path / "out.csv"
-    _assert_clean_failure(
+    one_line(
         _invoke(["score", str(src), "-o", str(out)], tiny_model_dir), 2, "unknown output format"
     )
     assert not out.exists()
@@ -210,7 +196,7 @@ def test_bad_option_values(tiny_model_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_bytes(_line(GOOD))
     out = tmp_path / "o.parquet"
-    _assert_clean_failure(
+    one_line(
         _invoke(["score", str(src), "-o", str(out), "--extract", "magic"], tiny_model_dir),
         2,
         "--extract",
@@ -218,8 +204,8 @@ def test_bad_option_values(tiny_model_dir, tmp_path):
     tpu = runner.invoke(
         app, ["score", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--device", "tpu"]
     )
-    _assert_clean_failure(tpu, 2, "--device")
-    _assert_clean_failure(
+    one_line(tpu, 2, "--device")
+    one_line(
         _invoke(["score", str(src), "-o", str(out), "--on-bad-row", "ignore"], tiny_model_dir),
         2,
         "--on-bad-row",
@@ -312,7 +298,7 @@ def _score_with(model_dir, tmp_path, *extra):
 def test_bad_models_are_refused(tmp_path, kwargs, needle):
     model_dir = build_tiny_reward_model(tmp_path / "model", **kwargs)
     result, out = _score_with(model_dir, tmp_path)
-    _assert_clean_failure(result, 1, needle)
+    one_line(result, 1, needle)
     assert not out.exists()
 
 
@@ -338,13 +324,13 @@ def test_missing_pad_id_is_taken_from_tokenizer(tmp_path):
 
 def test_model_not_found_says_how_to_use_a_local_dir(tmp_path, hf_offline):
     result, out = _score_with("no-such-org/no-such-model", tmp_path)
-    _assert_clean_failure(result, 1, "no-such-org/no-such-model", "--model DIR")
+    one_line(result, 1, "no-such-org/no-such-model", "--model DIR")
     assert not out.exists()
 
 
 def test_missing_local_model_dir(tmp_path):
     result, out = _score_with(tmp_path / "not-a-model", tmp_path)
-    _assert_clean_failure(result, 2, "not-a-model: no such directory")
+    one_line(result, 2, "not-a-model: no such directory")
     assert not out.exists()
 
 
@@ -370,7 +356,7 @@ def test_cuda_requested_but_unavailable(tiny_model_dir, tmp_path):
             "-q",
         ],
     )
-    _assert_clean_failure(result, 1, "CUDA is not available")
+    one_line(result, 1, "CUDA is not available")
 
 
 def test_causal_lm_without_score_head_is_refused(tmp_path):
@@ -393,7 +379,7 @@ def test_causal_lm_without_score_head_is_refused(tmp_path):
     Qwen3ForCausalLM(cfg).save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
     result, out = _score_with(tmp_path / "lm", tmp_path)
-    _assert_clean_failure(result, 1, "not a reward model")
+    one_line(result, 1, "not a reward model")
     assert not out.exists()
 
 

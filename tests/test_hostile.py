@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from codescaler_cli.cli import app
+from support.errors import one_line
 
 REPO = Path(__file__).resolve().parents[1]
 HOOKED = REPO / "tests" / "support" / "hooked_cli.py"
@@ -61,15 +62,6 @@ def _interrupted_at_third_chunk(monkeypatch):
     monkeypatch.setattr(local, "prepare_chunk", real)
 
 
-def _one_line(result, code: int, *needles: str) -> str:
-    assert result.exit_code == code, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("codescaler: error: "), err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
 # ---------------------------------------------------------------- one writer per output
 
 
@@ -95,7 +87,7 @@ def test_a_second_run_on_the_same_output_is_refused_and_the_first_finishes(
             time.sleep(0.05)
         # Another model, another chunk size: it would interleave its parts with the first's.
         second = _score([str(src), "-o", str(out), "--chunk-size", "5"], tiny_model_dir)
-        _one_line(second, 1, f"another codescaler run (pid {first.pid})", "choose another -o")
+        one_line(second, 1, f"another codescaler run (pid {first.pid})", "choose another -o")
         release.touch()
         assert first.wait(timeout=120) == 0, first.stderr.read()
     finally:
@@ -162,7 +154,7 @@ def test_side_outputs_are_checked_before_any_work(tmp_path, extra, needle, monke
     args = [str(src), "-o", str(out), *(a.format(**fill) for a in extra)]
     result = _score(args, Path(__file__).parent)  # a directory that exists; never loaded
     code = 1 if "no/such/dir" in needle or "directory" in needle else 2
-    _one_line(result, code, needle.format(**fill))
+    one_line(result, code, needle.format(**fill))
     assert src.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
@@ -175,7 +167,7 @@ def test_metrics_json_equal_to_the_input_is_refused_before_scoring(tmp_path, mon
     for command in (["rerank"], ["eval-pairs"]):
         r = runner.invoke(app, [*command, str(src), "-o", str(tmp_path / "o.jsonl"),
                                 "--metrics-json", str(src)])  # fmt: skip
-        _one_line(r, 2, f"--metrics-json {src} is an input")
+        one_line(r, 2, f"--metrics-json {src} is an input")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
 
@@ -325,7 +317,7 @@ def test_a_lone_surrogate_is_a_bad_row_named_or_skipped(tmp_path):
     src.write_text(good + '\n{"question": "q\\ud800", "response": "x"}\n' + good + "\n")
     out = tmp_path / "o.jsonl"
     r = runner.invoke(app, ["extract", str(src), "-o", str(out)])
-    _one_line(r, 1, f"{src}:2", "lone surrogate")
+    one_line(r, 1, f"{src}:2", "lone surrogate")
     r = runner.invoke(app, ["extract", str(src), "-o", str(out), "--on-bad-row", "skip", "-q"])
     assert r.exit_code == 0, r.output
     assert len(out.read_text().splitlines()) == 2
@@ -393,7 +385,7 @@ def test_mixed_files_in_a_directory_each_get_their_fields(tmp_path):
     assert [json.loads(line)["code"] for line in out.read_text().splitlines()] == ["x = 1", "y = 2"]
     _jsonl(data / "c.jsonl", [{"title": "no fields here"}])
     r = runner.invoke(app, ["extract", str(data), "-o", str(out)])
-    _one_line(r, 2, f"{data / 'c.jsonl'}: no question column found")
+    one_line(r, 2, f"{data / 'c.jsonl'}: no question column found")
 
 
 def test_a_damaged_parquet_file_is_named(tmp_path):
@@ -404,7 +396,7 @@ def test_a_damaged_parquet_file_is_named(tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(bytes(data))
     r = runner.invoke(app, ["extract", str(bad), "-o", str(tmp_path / "o.jsonl")])
-    _one_line(r, 1, f"{bad}: not a readable Parquet file")
+    one_line(r, 1, f"{bad}: not a readable Parquet file")
 
 
 # ---------------------------------------------------------------- clean failure
@@ -416,7 +408,7 @@ def test_a_model_that_cannot_load_leaves_no_partial_directory(tmp_path):
     empty = tmp_path.parent / f"{tmp_path.name}-no-model"  # a directory with no model in it
     empty.mkdir()
     r = _score([str(src), "-o", str(out), "-q"], empty)
-    _one_line(r, 1, "cannot load model")
+    one_line(r, 1, "cannot load model")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
 
@@ -429,7 +421,7 @@ def test_an_unexpected_error_before_a_chunk_finishes_leaves_nothing(tmp_path, mo
     monkeypatch.setattr(local, "prepare_chunk", boom)
     src = _jsonl(tmp_path / "in.jsonl", _rows(3))
     r = runner.invoke(app, ["extract", str(src), "-o", str(tmp_path / "o.parquet")])
-    _one_line(r, 1, "unexpected RuntimeError: disk on fire")
+    one_line(r, 1, "unexpected RuntimeError: disk on fire")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
 
@@ -496,7 +488,7 @@ def test_rerank_checks_every_option_and_field_before_scoring(
     base = {"problem_id": "p", "question": "q", "response": "x = 1\n"}
     src = _jsonl(tmp_path / "in.jsonl", [{**base, **r} for r in rows])
     r = runner.invoke(app, ["rerank", str(src), "-o", str(tmp_path / "o.jsonl"), *args])
-    _one_line(r, code, needle)
+    one_line(r, code, needle)
 
 
 # ---------------------------------------------------------------- messages say what to do
@@ -513,8 +505,8 @@ def test_model_errors_name_the_flag_or_the_cause(tiny_model_dir, tmp_path):
     (mismatched / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
     src = _jsonl(tmp_path / "in.jsonl", _rows(2))
     out = str(tmp_path / "o.parquet")
-    _one_line(_score([str(src), "-o", out, "-q"], custom), 1, "rerun with --trust-remote-code")
-    err = _one_line(_score([str(src), "-o", out, "-q"], mismatched), 1, "do not fit its config")
+    one_line(_score([str(src), "-o", out, "-q"], custom), 1, "rerun with --trust-remote-code")
+    err = one_line(_score([str(src), "-o", out, "-q"], mismatched), 1, "do not fit its config")
     assert "mlp" in err and "above" not in err
 
 
@@ -571,7 +563,7 @@ def test_a_file_where_the_checkpoint_goes_is_refused_first(tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", _rows(3))
     (tmp_path / "o.jsonl.partial").write_text("not a directory")
     r = runner.invoke(app, ["extract", str(src), "-o", str(tmp_path / "o.jsonl")])
-    _one_line(r, 1, "o.jsonl.partial is a file")
+    one_line(r, 1, "o.jsonl.partial is a file")
 
 
 def test_a_failed_batch_fails_only_the_request_at_fault():

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from codescaler_cli.cli import app
 from codescaler_cli.io.records import RECORD
+from support.errors import one_line
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -58,15 +59,6 @@ def _ids(path: Path) -> list[int]:
     return [r["i"] for r in rows]
 
 
-def _one_line(result, code: int, *needles: str) -> str:
-    assert result.exit_code == code, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("codescaler: error: "), err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
 # ---------------------------------------------------------------- outputs never destroy
 
 
@@ -80,7 +72,7 @@ def test_a_directory_output_refuses_a_directory_holding_files_it_did_not_write(
     pq.write_table(pa.table({"x": [1]}), theirs)
     (spark / "_SUCCESS").write_text("")
     before = theirs.read_bytes()
-    _one_line(_extract(str(src), "-o", f"{spark}/"), 1, "did not write", "_SUCCESS")
+    one_line(_extract(str(src), "-o", f"{spark}/"), 1, "did not write", "_SUCCESS")
     assert theirs.read_bytes() == before and sorted(p.name for p in spark.iterdir()) == [
         "_SUCCESS",
         theirs.name,
@@ -90,7 +82,7 @@ def test_a_directory_output_refuses_a_directory_holding_files_it_did_not_write(
     work.mkdir()
     (work / "notes.txt").write_text("mine")
     monkeypatch.chdir(work)
-    _one_line(_extract(str(src), "-o", "./"), 1, "notes.txt", "choose a new or empty directory")
+    one_line(_extract(str(src), "-o", "./"), 1, "notes.txt", "choose a new or empty directory")
     assert [p.name for p in work.iterdir()] == ["notes.txt"]
     # An empty directory the user made is fine.
     empty = tmp_path / "empty"
@@ -116,7 +108,7 @@ def test_a_rerun_into_its_directory_replaces_only_its_recorded_parts(tmp_path, f
     # A part the user replaced is theirs now: the directory is refused, the part kept.
     mine = out / "part-00001.parquet"
     pq.write_table(pa.table({"x": [1, 2]}), mine)
-    _one_line(_extract(str(src), "-o", f"{out}/", "-q"), 1, "part-00001.parquet")
+    one_line(_extract(str(src), "-o", f"{out}/", "-q"), 1, "part-00001.parquet")
     assert pq.read_table(mine).column_names == ["x"]
 
 
@@ -169,7 +161,7 @@ def test_a_directory_of_outputs_is_read_without_their_rejected_rows_and_reports(
     for f in runs.glob("*.jsonl"):
         if "rejected" not in f.name:
             f.unlink()
-    _one_line(_extract(str(runs), "-o", str(out)), 1, "only codescaler's rejected rows")
+    one_line(_extract(str(runs), "-o", str(out)), 1, "only codescaler's rejected rows")
 
 
 def test_a_jsonl_output_edited_by_the_user_is_input_again(tmp_path):
@@ -255,15 +247,15 @@ def test_compressed_data_under_a_plain_name_or_damaged_is_one_clear_line(tmp_pat
     ]:
         src = _compress(tmp_path / name, lines, codec)
         for skip in ([], ["--on-bad-row", "skip"]):  # never rows of noise
-            _one_line(_extract(str(src), "-o", out, *skip), 1, needle.format(src))
+            one_line(_extract(str(src), "-o", out, *skip), 1, needle.format(src))
     r = _extract("-", "-o", out, input=gzip.compress(lines))
-    _one_line(r, 1, "<stdin>: the data is gzip-compressed", "decompress it first")
+    one_line(r, 1, "<stdin>: the data is gzip-compressed", "decompress it first")
     cut = tmp_path / "cut.jsonl.gz"
     cut.write_bytes(gzip.compress(lines)[:-12])
-    _one_line(_extract(str(cut), "-o", out), 1, f"{cut}: cannot decompress as gzip")
+    one_line(_extract(str(cut), "-o", out), 1, f"{cut}: cannot decompress as gzip")
     plain = tmp_path / "plain.jsonl.zst"
     plain.write_bytes(lines)
-    _one_line(_extract(str(plain), "-o", out), 1, f"{plain}: cannot decompress as zstd")
+    one_line(_extract(str(plain), "-o", out), 1, f"{plain}: cannot decompress as zstd")
     assert not Path(out).exists()
 
 
@@ -308,8 +300,8 @@ def test_a_datasetdict_with_several_splits_needs_split(tmp_path):
         }
     ).save_to_disk(saved)
     out = tmp_path / "o.jsonl"
-    _one_line(_extract(str(saved), "-o", str(out)), 2, "splits train, test", "--split")
-    _one_line(_extract(str(saved), "-o", str(out), "--split", "dev"), 2, "no split 'dev'")
+    one_line(_extract(str(saved), "-o", str(out)), 2, "splits train, test", "--split")
+    one_line(_extract(str(saved), "-o", str(out), "--split", "dev"), 2, "no split 'dev'")
     assert not out.exists()
     for chunk in CHUNKS:
         r = _extract(str(saved), "--split", "test", "-o", str(out), "-q", *chunk)
@@ -330,7 +322,7 @@ def test_a_jsonl_is_line_delimited_whatever_its_first_line(tmp_path, chunk):
     assert r.exit_code == 0 and _ids(out) == [0, 1, 2]
     (bad,) = [json.loads(x) for x in (tmp_path / "o.rejected.jsonl").read_text().splitlines()]
     assert bad["location"] == f"{src}:1" and "one JSON object per line" in bad["reason"]
-    _one_line(_extract(str(src), "-o", str(out), *chunk), 1, f"{src}:1: expected a JSON object")
+    one_line(_extract(str(src), "-o", str(out), *chunk), 1, f"{src}:1: expected a JSON object")
     # A .json keeps being told from its first line: a pretty-printed array is one document.
     pretty = tmp_path / "pretty.json"
     pretty.write_text(json.dumps(_rows(3), indent=2))
