@@ -81,7 +81,7 @@ class LazyRewardModel:
                 if self.on_load:
                     self.on_load(f"loading model {self.name}")
                 assert isinstance(text, ModelText)
-                self._rm = load_weights(self.options, text)
+                self._rm = load_weights(self.options, text, self.target)
                 self._text = None
                 if self.on_loaded:
                     self.on_loaded()

@@ -223,23 +223,23 @@ def load_text(options: ModelOptions) -> ModelText:
     return ModelText(name, options.revision, config, tokenizer, pad, common)
 
 
-def load_weights(options: ModelOptions, text: ModelText) -> RewardModel:
-    """The weights of the model ``text`` was loaded from, on the options' device and dtype."""
+def load_weights(
+    options: ModelOptions, text: ModelText, target: Target | None = None
+) -> RewardModel:
+    """The weights of the model ``text`` was loaded from, on ``target``'s device, dtype and
+    attention (default: :func:`resolve_target`; the score cache keys on the same target,
+    so what loads is what the stored scores name)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     _quiet_transformers()
     name = options.model
-    device = resolve_device(options.device)
-    dtype = resolve_dtype(options.dtype, device)
-    attn = options.attn_implementation
-    if attn is None:
-        usable = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
-        attn = "flash_attention_2" if usable and _flash_attn_available() else "sdpa"
+    target = target or resolve_target(options)
+    device = torch.device(target.device)
     load = {
         "config": text.config,
-        "dtype": dtype,
-        "attn_implementation": attn,
+        "dtype": getattr(torch, target.dtype),
+        "attn_implementation": target.attn,
         "use_safetensors": None if options.allow_pickle_weights else True,
         "output_loading_info": True,
         **text.common,

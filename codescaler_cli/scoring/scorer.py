@@ -56,6 +56,7 @@ class Scorer:
         self._budget: Budget | None = None
         self._budget_lock = threading.Lock()
         self._remembered = False  # the tokenizer's longest token, in the cache
+        self._max_chars: int | None = None
         target = self.rm.target
         self.attention_mask = self.options.attention_mask
         if self.attention_mask is None:
@@ -92,11 +93,14 @@ class Scorer:
     def max_response_chars(self) -> int:
         """A response longer than this can never fit: it is not extracted (see Encoder).
         Known from the cache when an earlier run remembered the tokenizer's longest token."""
+        if self._max_chars is not None:  # a constant: asked once per chunk or request
+            return self._max_chars
         if self.cache is not None and not self.rm.text_loaded:
             known = self.cache.max_token_chars()
             if known:
-                return self.encoder.max_chars(known)
-        chars = self.encoder.max_chars()
+                self._max_chars = self.encoder.max_chars(known)
+                return self._max_chars
+        chars = self._max_chars = self.encoder.max_chars()
         if self.cache is not None and not self._remembered:
             self._remembered = True
             self.cache.remember_max_token_chars(self.encoder.longest_token)
