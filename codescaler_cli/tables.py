@@ -16,7 +16,7 @@ impossible.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .provenance import (
@@ -245,11 +245,19 @@ def conform(table: pa.Table, schema: pa.Schema, part_json: Iterable[str] | None 
 
 
 def input_table(
-    records: list[dict[str, Any]], schema: pa.Schema | None = None
+    records: list[dict[str, Any]],
+    schema: pa.Schema | None = None,
+    replaces: Callable[[Provenance], bool] | None = None,
 ) -> tuple[pa.Table, list[Provenance | None]]:
     """The user's part of each row (provenance.py: codescaler's own columns left out of its
-    rows, the user's names escaped in the others) and each row's provenance."""
+    rows, the user's names escaped in the others) and each row's provenance.
+
+    ``replaces``: which codescaler rows the task writes every listed column of again
+    (default: all). Any other codescaler row is kept whole, as the user's data (every
+    name escaped), so no value it holds is dropped."""
     provs = [provenance_of(r) for r in records]
+    if replaces is not None:
+        provs = [p if p is not None and replaces(p) else None for p in provs]
     rows = [user_row(r, p) for r, p in zip(records, provs, strict=True)]
     return records_to_table(rows, _user_schema(schema, provs, records)), provs
 

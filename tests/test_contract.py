@@ -202,3 +202,21 @@ def test_a_parquet_column_name_twice_is_refused_not_dropped(tmp_path):
     r = runner.invoke(app, ["extract", str(tmp_path / "dup.parquet"), "-o", str(out)])
     assert r.exit_code == 1 and "column name 'x' appears more than once" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_eval_pairs_keeps_every_value_of_rows_another_task_wrote(tiny_model_dir, tmp_path):
+    from support.scored import SCORED_BY
+
+    pair = {"question": "Add.", "chosen": "def f(a, b):\n    return a + b", "rejected": "x = 1"}
+    rows = [{**pair, "score": 0.5, "input_score": "mine", "codescaler": SCORED_BY.as_value()}]
+    src = _write(tmp_path / "pairs.jsonl", rows)
+    out = tmp_path / "o.jsonl"
+    r = runner.invoke(
+        app,
+        ["eval-pairs", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--device", "cpu"],
+    )
+    assert r.exit_code == 0, r.output
+    (got,) = _read(out)
+    assert (got["input_score"], got["input_input_score"]) == (0.5, "mine")  # nothing dropped
+    assert got["input_codescaler"] == SCORED_BY.as_value()
+    assert got["codescaler"]["task"] == "eval-pairs" and got["chosen_score"] is not None

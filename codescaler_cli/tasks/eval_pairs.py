@@ -20,7 +20,7 @@ from ..io.inputs import InputSpec, copy_streams
 from ..io.readers import iter_chunks
 from ..io.writers import dumps_row
 from ..progress import Progress, RunSummary
-from ..provenance import PAIR_COLUMNS, PROVENANCE_COLUMN, parse, provenance_array
+from ..provenance import PAIR_COLUMNS, PROVENANCE_COLUMN, Provenance, parse, provenance_array
 from ..rank import PairAccumulator, PairMetrics
 from ..tables import conform, input_table, json_columns, unify_parts
 from .common import EngineFactory, TableWriter, score_to_parquet, task
@@ -138,11 +138,17 @@ def _take(batches: Iterator[Any], pending: list[dict[str, list[Any]]], n: int) -
     return out
 
 
+def _pairs_only(prov: Provenance) -> bool:
+    return set(prov.columns) <= set(PAIR_COLUMNS)
+
+
 def _pairs_table(chunk: Any, side: dict[str, list[Any]], acc: PairAccumulator) -> Any:
     """The chunk's rows (the user's columns, as codescaler writes them) with both scores."""
     import pyarrow as pa
 
-    table, _ = input_table(chunk.records, chunk.schema)
+    # An earlier eval-pairs row has its pair columns written again; a row of another task
+    # (a scored file given as pairs) is kept whole as the user's data.
+    table, _ = input_table(chunk.records, chunk.schema, _pairs_only)
     chosen, rejected = side["score"][0::2], side["score"][1::2]
     correct = acc.add(chosen, rejected)
     extra = {
