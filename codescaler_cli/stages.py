@@ -199,7 +199,16 @@ def reusable(record: dict[str, Any], options: RowOptions) -> bool:
     if options.reuse is None:
         return False
     prov = provenance_of(record)
-    return prov is not None and prov.scored and list(prov.scorer()) == list(options.reuse)
+    return prov is not None and prov.scored and same_scorer(prov.scorer(), options.reuse)
+
+
+def same_scorer(row: Sequence[Any], target: Sequence[Any]) -> bool:
+    """A row's scorer is ``target``'s; a target's unknown commit (a model named but not yet
+    loaded) matches any (provenance.Provenance.scorer(): commit is the third field)."""
+    row, target = list(row), list(target)
+    if target[2] is None:
+        row[2] = None
+    return row == target
 
 
 def earlier_extraction(record: dict[str, Any]) -> Extraction:

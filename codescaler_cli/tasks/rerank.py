@@ -23,6 +23,7 @@ from ..io.inputs import InputSpec, copy_streams
 from ..progress import Progress, RunSummary
 from ..provenance import PROVENANCE_COLUMN, RANK_COLUMNS
 from ..rank import SelectionAccumulator, SelectionMetrics
+from ..stages import same_scorer
 from ..tables import json_columns
 from .common import EngineFactory, TableWriter, score_to_parquet, task
 from .survey import Survey, survey
@@ -115,7 +116,7 @@ def _scoring_plan(
         return opts
     if model_named:
         target = target_scorer(opts)
-        others = [b for k, b in s.scored_by.items() if list(k) != list(target)]
+        others = [b for k, b in s.scored_by.items() if not same_scorer(k, target)]
         for b in others:
             say(
                 f"{b.rows} row(s) scored by {b.provenance.describe()} are scored again "
